@@ -21,8 +21,6 @@ from apps.live.routing import websocket_urlpatterns as live_websockets  # noqa: 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(live_websockets))
-        ),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(live_websockets))),
     }
 )

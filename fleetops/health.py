@@ -15,6 +15,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 
+
 def _probe(check) -> dict:
     started = time.monotonic()
     try:
@@ -26,11 +27,13 @@ def _probe(check) -> dict:
         result["detail"] = detail
     return result
 
+
 def _database():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
     return connection.vendor
+
 
 def _channel_layer():
     layer = get_channel_layer()
@@ -46,6 +49,7 @@ def _channel_layer():
     async_to_sync(bounded)()
     return type(layer).__name__
 
+
 def _broker():
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return "eager (in-process)"
@@ -54,6 +58,7 @@ def _broker():
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=3)
     return app.conf.broker_url.split("@")[-1]
+
 
 @login_not_required
 @never_cache

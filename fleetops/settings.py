@@ -18,6 +18,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 env.read_env(BASE_DIR / ".env") if (BASE_DIR / ".env").exists() else None
 
+# Runtime data of the embedded profile (uploads, the test database, the
+# gateway's queue) lives under var/, which git ignores.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
 DEBUG = env.bool("DEBUG", default=False)
 # The fallback key only exists so that `make run` and the tests work out of
 # the box; deploy/env.example insists on a real one.
@@ -100,7 +105,7 @@ else:
 DATABASES["default"]["TEST"] = {
     "NAME": env.str(
         "TEST_DATABASE_NAME",
-        default=str(BASE_DIR / "var" / "test.sqlite3")
+        default=str(VAR_DIR / "test.sqlite3")
         if DATABASES["default"]["ENGINE"].endswith("sqlite3")
         else None,
     )
@@ -113,6 +118,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Overridable only so test server processes can share the tests' fast hasher.
+PASSWORD_HASHERS = env.list(
+    "PASSWORD_HASHERS",
+    default=[
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+        "django.contrib.auth.hashers.Argon2PasswordHasher",
+        "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+        "django.contrib.auth.hashers.ScryptPasswordHasher",
+    ],
+)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "plant:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -150,7 +166,7 @@ USE_TZ = True
 # Static files
 # ------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Production runs collectstatic and turns the manifest on (deploy/env.example);
 # the embedded profile serves straight from the finders.
@@ -166,7 +182,9 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
-MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+if not STATIC_MANIFEST:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
 # Channels
 # --------

@@ -12,7 +12,9 @@ SERVICES_PROFILE = bool(os.environ.get("REDIS_URL"))
 
 
 def pytest_report_header(config):
-    profile = "services (PostgreSQL + Redis)" if SERVICES_PROFILE else "embedded (SQLite, in-memory)"
+    profile = (
+        "services (PostgreSQL + Redis)" if SERVICES_PROFILE else "embedded (SQLite, in-memory)"
+    )
     return f"FleetOps Live test profile: {profile}"
 
 
@@ -80,3 +82,9 @@ def client_for(client):
         return client
 
     return login
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's cost is for production; the demo users are hashed per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

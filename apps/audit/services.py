@@ -8,8 +8,19 @@ from .models import AuditEvent
 
 GENESIS = "0" * 64
 _CHAINED_FIELDS = (
-    "at", "actor_label", "host", "action", "machine_code", "line_code", "field",
-    "old_value", "new_value", "tx_id", "outcome", "reason", "uid",
+    "at",
+    "actor_label",
+    "host",
+    "action",
+    "machine_code",
+    "line_code",
+    "field",
+    "old_value",
+    "new_value",
+    "tx_id",
+    "outcome",
+    "reason",
+    "uid",
 )
 # Any constant works; it only has to be the same for every writer.
 _CHAIN_LOCK_KEY = 0x46_4C_45_45_54  # "FLEET"

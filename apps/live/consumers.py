@@ -37,13 +37,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if message.get("type") == "subscribe":
             await self._subscribe(message.get("topics") or [])
         else:
-            await self._send_json({"type": "error", "error": f"unknown type {message.get('type')!r}"})
+            await self._send_json(
+                {"type": "error", "error": f"unknown type {message.get('type')!r}"}
+            )
 
     async def _subscribe(self, topics):
         for topic in topics:
             if not isinstance(topic, str):
                 continue
-            allowed = await database_sync_to_async(topic_allowed)(user=self.scope["user"], topic=topic)
+            allowed = await database_sync_to_async(topic_allowed)(
+                user=self.scope["user"], topic=topic
+            )
             if not allowed:
                 await self._send_json({"type": "refused", "topic": topic})
                 continue

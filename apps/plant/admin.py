@@ -44,11 +44,27 @@ class MachineStatusAdmin(admin.ModelAdmin):
 
 @admin.register(Machine)
 class MachineAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "line", "status", "maintenance_locked_at", "speed", "target_speed", "mode", "last_seen_at"]
+    list_display = [
+        "code",
+        "name",
+        "line",
+        "status",
+        "maintenance_locked_at",
+        "speed",
+        "target_speed",
+        "mode",
+        "last_seen_at",
+    ]
     list_filter = ["line", "status", ("maintenance_locked_at", admin.EmptyFieldListFilter), "mode"]
     search_fields = ["code", "name"]
     list_select_related = ["line"]
-    readonly_fields = ["maintenance_locked_at", "maintenance_locked_by", "last_seen_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "maintenance_locked_at",
+        "maintenance_locked_by",
+        "last_seen_at",
+        "created_at",
+        "updated_at",
+    ]
     list_per_page = 100
     show_full_result_count = False
     inlines = [SensorInline]

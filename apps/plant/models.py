@@ -126,7 +126,9 @@ class Sensor(models.Model):
     class Meta:
         ordering = ["machine", "key"]
         constraints = [
-            models.UniqueConstraint(fields=["machine", "key"], name="sensor_unique_key_per_machine"),
+            models.UniqueConstraint(
+                fields=["machine", "key"], name="sensor_unique_key_per_machine"
+            ),
             models.CheckConstraint(
                 condition=Q(low_alert__isnull=True)
                 | Q(high_alert__isnull=True)

@@ -38,9 +38,7 @@ def _announce_machines_changed(machine_ids: list[int]) -> None:
     transaction.on_commit(lambda: push_machine_rows.delay(machine_ids))
 
 
-def machine_set_maintenance_lock(
-    *, machines, actor, locked: bool, host: str = ""
-) -> list[Machine]:
+def machine_set_maintenance_lock(*, machines, actor, locked: bool, host: str = "") -> list[Machine]:
     """Put machines under the console's maintenance lock-out, or release it.
 
     The lock-out is kept apart from the reported status so that telemetry
@@ -50,15 +48,17 @@ def machine_set_maintenance_lock(
     changed = []
     with transaction.atomic():
         ids = [m.pk for m in machines]
-        for machine in Machine.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by(
-            "pk"
+        for machine in (
+            Machine.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
         ):
             if bool(machine.maintenance_locked_at) == locked:
                 continue
             before = machine.display_status
             machine.maintenance_locked_at = now if locked else None
             machine.maintenance_locked_by = actor if locked else None
-            machine.save(update_fields=["maintenance_locked_at", "maintenance_locked_by", "updated_at"])
+            machine.save(
+                update_fields=["maintenance_locked_at", "maintenance_locked_by", "updated_at"]
+            )
             audit_record(
                 action="maintenance_lock" if locked else "maintenance_release",
                 actor=actor,
@@ -177,7 +177,9 @@ def demo_plant_seed(
         before = Sensor.objects.filter(machine_id__in=machine_ids).count()
         Sensor.objects.bulk_create(
             [
-                Sensor(machine_id=mid, key=key, label=label, unit=unit, low_alert=low, high_alert=high)
+                Sensor(
+                    machine_id=mid, key=key, label=label, unit=unit, low_alert=low, high_alert=high
+                )
                 for mid in machine_ids
                 for key, label, unit, low, high, _nominal in specs
             ],

@@ -23,8 +23,11 @@ def postgres_ok(url: str) -> str | None:
     parsed = urlparse(url)
     try:
         psycopg.connect(
-            host=parsed.hostname, port=parsed.port or 5432, user=parsed.username or "postgres",
-            dbname="postgres", connect_timeout=3,
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=parsed.username or "postgres",
+            dbname="postgres",
+            connect_timeout=3,
         ).close()
     except Exception as exc:
         return f"PostgreSQL at {parsed.hostname}:{parsed.port or 5432}: {exc}".strip()
@@ -53,8 +56,19 @@ def start_local_services(problems: list[str]) -> None:
     if any(p.startswith("Redis") for p in problems) and shutil.which("redis-server"):
         print("Starting Redis ...", flush=True)
         subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-             "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             check=False,
         )
     time.sleep(2)
@@ -71,7 +85,9 @@ def main(database_url: str, redis_url: str) -> int:
         return 0
     message = "\n".join(f"  - {p}" for p in problems)
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        print(f"ERROR: the services profile needs PostgreSQL and Redis:\n{message}", file=sys.stderr)
+        print(
+            f"ERROR: the services profile needs PostgreSQL and Redis:\n{message}", file=sys.stderr
+        )
         return 1
     SKIP_MARK.write_text(message)
     banner = "!" * 72

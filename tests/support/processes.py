@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.db import connections
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,7 @@ def child_env(**extra) -> dict:
     env = dict(os.environ)
     env["DATABASE_URL"] = test_database_url()
     env["DJANGO_SETTINGS_MODULE"] = "fleetops.settings"
+    env["PASSWORD_HASHERS"] = ",".join(settings.PASSWORD_HASHERS)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -68,7 +70,10 @@ def daphne_server(port: int | None = None, **env):
     log = open(ROOT / "var" / f"daphne-{port}.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fleetops.asgi:application"],
-        cwd=ROOT, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=child_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, proc)
@@ -80,11 +85,35 @@ def daphne_server(port: int | None = None, **env):
 
 @contextmanager
 def celery_worker(**env):
+    # Tasks queued by earlier tests (whose rows are gone) must not run here.
+    subprocess.run(
+        [str(BIN / "celery"), "-A", "fleetops", "purge", "-f"],
+        cwd=ROOT,
+        env=child_env(**env),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     log = open(ROOT / "var" / "celery-worker.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "fleetops", "worker", "--pool", "solo", "--concurrency", "1",
-         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-        cwd=ROOT, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "fleetops",
+            "worker",
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=child_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield proc

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,105 +15,273 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Line',
+            name="Line",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=4, unique=True, validators=[django.core.validators.RegexValidator('^\\d{2,4}$', 'Line codes are 2 to 4 digits, e.g. 01.')])),
-                ('name', models.CharField(max_length=100)),
-                ('display_order', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        max_length=4,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^\\d{2,4}$", "Line codes are 2 to 4 digits, e.g. 01."
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("display_order", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'ordering': ['display_order', 'code'],
+                "ordering": ["display_order", "code"],
             },
         ),
         migrations.CreateModel(
-            name='MachineStatus',
+            name="MachineStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=32, unique=True, validators=[django.core.validators.RegexValidator('^[A-Z][A-Z0-9_]{0,31}$', 'Status codes are upper-case, e.g. EMERGENCY_STOP.')])),
-                ('label', models.CharField(max_length=64)),
-                ('is_critical', models.BooleanField(default=False, help_text='Safety state: shown as reported, never hidden behind a pending change.')),
-                ('display_order', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        max_length=32,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Z][A-Z0-9_]{0,31}$",
+                                "Status codes are upper-case, e.g. EMERGENCY_STOP.",
+                            )
+                        ],
+                    ),
+                ),
+                ("label", models.CharField(max_length=64)),
+                (
+                    "is_critical",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Safety state: shown as reported, never hidden behind a pending change.",
+                    ),
+                ),
+                ("display_order", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'verbose_name_plural': 'machine statuses',
-                'ordering': ['display_order', 'code'],
+                "verbose_name_plural": "machine statuses",
+                "ordering": ["display_order", "code"],
             },
         ),
         migrations.CreateModel(
-            name='Machine',
+            name="Machine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=16, unique=True, validators=[django.core.validators.RegexValidator('^m:\\d+$', 'Machine codes look like m:401 (the letter m, a colon and digits).')])),
-                ('name', models.CharField(max_length=100)),
-                ('speed', models.FloatField(blank=True, null=True)),
-                ('target_speed', models.FloatField(blank=True, null=True)),
-                ('mode', models.CharField(blank=True, choices=[('RUN', 'Run'), ('IDLE', 'Idle'), ('MAINTENANCE', 'Maintenance')], max_length=16)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('maintenance_locked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('line', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='machines', to='plant.line')),
-                ('maintenance_locked_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('status', models.ForeignKey(db_column='status', default='IDLE', on_delete=django.db.models.deletion.PROTECT, related_name='+', to='plant.machinestatus', to_field='code')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.CharField(
+                        max_length=16,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^m:\\d+$",
+                                "Machine codes look like m:401 (the letter m, a colon and digits).",
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("speed", models.FloatField(blank=True, null=True)),
+                ("target_speed", models.FloatField(blank=True, null=True)),
+                (
+                    "mode",
+                    models.CharField(
+                        blank=True,
+                        choices=[("RUN", "Run"), ("IDLE", "Idle"), ("MAINTENANCE", "Maintenance")],
+                        max_length=16,
+                    ),
+                ),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("maintenance_locked_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "line",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="machines",
+                        to="plant.line",
+                    ),
+                ),
+                (
+                    "maintenance_locked_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "status",
+                    models.ForeignKey(
+                        db_column="status",
+                        default="IDLE",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="plant.machinestatus",
+                        to_field="code",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['line__display_order', 'line__code', 'code'],
+                "ordering": ["line__display_order", "line__code", "code"],
             },
         ),
         migrations.CreateModel(
-            name='Gateway',
+            name="Gateway",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('token_hint', models.CharField(editable=False, help_text='First characters of the token, to recognise it.', max_length=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('machines', models.ManyToManyField(blank=True, related_name='gateways', to='plant.machine')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64, unique=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                (
+                    "token_hint",
+                    models.CharField(
+                        editable=False,
+                        help_text="First characters of the token, to recognise it.",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "machines",
+                    models.ManyToManyField(blank=True, related_name="gateways", to="plant.machine"),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Sensor',
+            name="Sensor",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64, validators=[django.core.validators.RegexValidator('^[a-z][a-z0-9_]{0,63}$', 'Sensor keys are lower-case letters, digits and underscores, starting with a letter.')])),
-                ('label', models.CharField(max_length=100)),
-                ('unit', models.CharField(blank=True, max_length=16)),
-                ('low_alert', models.FloatField(blank=True, null=True)),
-                ('high_alert', models.FloatField(blank=True, null=True)),
-                ('machine', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sensors', to='plant.machine')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "key",
+                    models.CharField(
+                        max_length=64,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z][a-z0-9_]{0,63}$",
+                                "Sensor keys are lower-case letters, digits and underscores, starting with a letter.",
+                            )
+                        ],
+                    ),
+                ),
+                ("label", models.CharField(max_length=100)),
+                ("unit", models.CharField(blank=True, max_length=16)),
+                ("low_alert", models.FloatField(blank=True, null=True)),
+                ("high_alert", models.FloatField(blank=True, null=True)),
+                (
+                    "machine",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sensors",
+                        to="plant.machine",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['machine', 'key'],
+                "ordering": ["machine", "key"],
             },
         ),
         migrations.CreateModel(
-            name='LineMembership',
+            name="LineMembership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('viewer', 'Viewer'), ('operator', 'Operator')], default='viewer', max_length=16)),
-                ('line', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='plant.line')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='line_memberships', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("viewer", "Viewer"), ("operator", "Operator")],
+                        default="viewer",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "line",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="plant.line",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="line_memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('user', 'line'), name='membership_one_role_per_line')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("user", "line"), name="membership_one_role_per_line"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='machine',
-            index=models.Index(fields=['line', 'code'], name='plant_machi_line_id_47d4c1_idx'),
+            model_name="machine",
+            index=models.Index(fields=["line", "code"], name="plant_machi_line_id_47d4c1_idx"),
         ),
         migrations.AddConstraint(
-            model_name='sensor',
-            constraint=models.UniqueConstraint(fields=('machine', 'key'), name='sensor_unique_key_per_machine'),
+            model_name="sensor",
+            constraint=models.UniqueConstraint(
+                fields=("machine", "key"), name="sensor_unique_key_per_machine"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sensor',
-            constraint=models.CheckConstraint(condition=models.Q(('low_alert__isnull', True), ('high_alert__isnull', True), ('low_alert__lte', models.F('high_alert')), _connector='OR'), name='sensor_low_alert_not_above_high', violation_error_message='The low alert threshold must not be above the high one.'),
+            model_name="sensor",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("low_alert__isnull", True),
+                    ("high_alert__isnull", True),
+                    ("low_alert__lte", models.F("high_alert")),
+                    _connector="OR",
+                ),
+                name="sensor_low_alert_not_above_high",
+                violation_error_message="The low alert threshold must not be above the high one.",
+            ),
         ),
     ]

@@ -24,7 +24,9 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"Unknown machine(s): {', '.join(missing)}")
         if Gateway.objects.filter(name=name).exists():
-            raise CommandError(f"A gateway named {name!r} already exists; revoke it or pick another name.")
+            raise CommandError(
+                f"A gateway named {name!r} already exists; revoke it or pick another name."
+            )
         try:
             gateway, token = gateway_issue(name=name, machines=list(found.values()))
         except ValidationError as exc:
