@@ -1,8 +1,10 @@
 # FleetOps Live: `make run` serves the demo plant, `make test` runs every test.
 # Every install step lives here, so a clean clone needs nothing but Python 3.12+.
 
-# pyenv picks 3.12 from .python-version; elsewhere prefer an explicit python3.12.
-PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3)
+# The first interpreter that runs and is 3.12+ (pyenv picks 3.12 from
+# .python-version; pyenv shims of other versions fail to run and are passed over).
+PYTHON ?= $(shell for p in python3 python3.12 python3.13 python3.14; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +17,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
 .PHONY: run test test-embedded test-services bench lint browser-deps services clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "FleetOps Live needs Python 3.12 or newer (found %s at $(PYTHON)). Install it, or run: make PYTHON=/path/to/python3.12" % sys.version.split()[0])'
+	@[ -n "$(PYTHON)" ] || { echo "FleetOps Live needs Python 3.12 or newer; none found on PATH. Install it, or run: make PYTHON=/path/to/python3.12"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
