@@ -1,3 +1,11 @@
 from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("telemetry", views.telemetry_ingest, name="telemetry-ingest"),
+    path(
+        "machines/<str:code>/latest", views.machine_latest_detail, name="telemetry-machine-latest"
+    ),
+    path("openapi.json", views.openapi_document, name="telemetry-openapi"),
+]

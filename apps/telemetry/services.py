@@ -1,0 +1,427 @@
+"""Writes of telemetry: ingest a batch, keep the hourly partitions, prune
+the 24 h window, and meter each gateway's rate.
+
+The ingest is one transaction: claim the batch id, bulk-insert the history
+rows (COPY on PostgreSQL, executemany on SQLite, never one ORM save per
+row), merge the latest state under row locks taken in machine id order,
+and announce the changed machines after commit.
+"""
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from apps.plant.models import Gateway
+
+from .events import announce_machines_changed
+from .models import RETENTION, MachineFrame, MachineLatest, TelemetryBatch
+from .validation import Frame, ValidBatch
+
+# Batch ids are remembered a little longer than the history they guard: a
+# batch can hold frames up to 5 min in the future, and a resend of an
+# older batch only carries frames the history would not keep anyway.
+BATCH_ID_RETENTION = RETENTION + timedelta(hours=1)
+PARTITION_SPAN = timedelta(hours=1)
+PARTITIONS_AHEAD = 3
+PARTITION_PREFIX = "telemetry_machineframe_p"
+# Any constant will do; it only serialises partition DDL between workers.
+_PARTITION_LOCK_KEY = 0x54_45_4C_45_4D  # "TELEM"
+
+FRAME_COLUMNS = (
+    "machine_id",
+    "ts",
+    "received_at",
+    "status",
+    "speed",
+    "target_speed",
+    "mode",
+    "readings",
+)
+LATEST_FIELDS = ("status", "speed", "target_speed", "mode")
+
+# 1000 machines x 100 sensors at 1 Hz is ~101 000 units/s (a frame counts
+# one unit plus one per reading); the default leaves 2.5x headroom and a
+# 10 s burst so a gateway draining its offline queue is slowed, not failed.
+DEFAULT_RATE_PER_SECOND = 250_000
+DEFAULT_RATE_BURST = 2_500_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicate: bool
+    stored: int
+    changed_machine_ids: frozenset[int]
+
+
+def _is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _to_micros(ts: datetime) -> int:
+    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# Ingest
+# ------
+
+
+def telemetry_batch_ingest(
+    *, gateway: Gateway, batch: ValidBatch, received_at: datetime | None = None
+) -> IngestResult:
+    """Store a validated batch once; a batch id seen before for this
+    gateway is acknowledged as a duplicate and stores nothing."""
+    now = received_at or timezone.now()
+    # Frames older than the window are acknowledged (the gateway may drop
+    # them from its queue) and still take part in last-write-wins, but the
+    # history would only keep them until the next prune.
+    window_start = now - RETENTION
+    history = [f for f in batch.frames if f.ts >= window_start]
+    if history:
+        frame_partitions_ensure(start=min(f.ts for f in history), end=max(f.ts for f in history))
+    with transaction.atomic():
+        try:
+            # The claim: inserting the batch row first means a concurrent
+            # copy of the batch waits on this row and then fails here.
+            with transaction.atomic():
+                TelemetryBatch.objects.create(
+                    gateway=gateway,
+                    batch_id=batch.batch_id,
+                    frames=len(batch.frames),
+                    received_at=now,
+                )
+        except IntegrityError:
+            return IngestResult(
+                accepted=len(batch.frames),
+                duplicate=True,
+                stored=0,
+                changed_machine_ids=frozenset(),
+            )
+        _history_insert(frames=history, received_at=now)
+        changed = _latest_merge(frames=batch.frames, received_at=now)
+        announce_machines_changed(machine_ids=changed)
+    return IngestResult(
+        accepted=len(batch.frames),
+        duplicate=False,
+        stored=len(history),
+        changed_machine_ids=frozenset(changed),
+    )
+
+
+def _history_insert(*, frames: list[Frame], received_at: datetime) -> None:
+    if not frames:
+        return
+    table = MachineFrame._meta.db_table
+    columns = ", ".join(FRAME_COLUMNS)
+    with connection.cursor() as cursor:
+        if _is_postgresql():
+            # Text COPY: psycopg formats the row, PostgreSQL parses the
+            # readings straight into jsonb; no per-row statement at all.
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for f in frames:
+                    copy.write_row(
+                        (
+                            f.machine_id,
+                            f.ts,
+                            received_at,
+                            f.status,
+                            f.speed,
+                            f.target_speed,
+                            f.mode,
+                            json.dumps(f.readings, separators=(",", ":")),
+                        )
+                    )
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            received = adapt(received_at)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        f.machine_id,
+                        adapt(f.ts),
+                        received,
+                        f.status,
+                        f.speed,
+                        f.target_speed,
+                        f.mode,
+                        json.dumps(f.readings, separators=(",", ":")),
+                    )
+                    for f in frames
+                ],
+            )
+
+
+def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
+    """Fold the frames into each machine's latest state, field by field:
+    a value replaces the stored one only if its device ts is strictly
+    newer, so late or backfilled frames never overwrite newer truth (a
+    late RUNNING cannot replace a newer EMERGENCY_STOP). Returns the ids
+    of the machines whose latest state changed."""
+    by_machine: dict[int, list[Frame]] = defaultdict(list)
+    for f in frames:
+        by_machine[f.machine_id].append(f)
+    ids = sorted(by_machine)
+    # Locks in machine id order, the same order every ingest uses, so two
+    # batches for overlapping machines queue instead of deadlocking. The
+    # plant rows are updated afterwards, again in id order.
+    locked = MachineLatest.objects.select_for_update(no_key=True).order_by("machine_id")
+    rows = list(locked.filter(machine_id__in=ids))
+    missing = set(ids) - {row.machine_id for row in rows}
+    if missing:
+        # First frame of a machine: create its row (a racing ingest may
+        # create it too, hence ignore_conflicts) and lock it like the rest.
+        MachineLatest.objects.bulk_create(
+            [MachineLatest(machine_id=mid) for mid in sorted(missing)], ignore_conflicts=True
+        )
+        rows = list(locked.filter(machine_id__in=ids))
+    changed: list[tuple[MachineLatest, set[str]]] = []
+    for row in rows:
+        won = _latest_apply(row=row, frames=by_machine[row.machine_id], received_at=received_at)
+        if won is not None:
+            changed.append((row, won))
+    if not changed:
+        return set()
+    _latest_write(rows=[row for row, _ in changed])
+    _machine_reported_write(changes=changed, now=received_at)
+    return {row.machine_id for row, _ in changed}
+
+
+def _latest_apply(
+    *, row: MachineLatest, frames: list[Frame], received_at: datetime
+) -> set[str] | None:
+    """Apply the frames to the row in place; return the reported fields
+    that took a new value, or None when nothing at all changed."""
+    changed = False
+    won: set[str] = set()
+    readings = row.readings
+    for f in frames:
+        if row.frame_ts is None or f.ts > row.frame_ts:
+            row.frame_ts, row.seen_at = f.ts, received_at
+            changed = True
+        for name in LATEST_FIELDS:
+            value = getattr(f, name)
+            if value is None:
+                continue
+            current_ts = getattr(row, f"{name}_ts")
+            if current_ts is None or f.ts > current_ts:
+                setattr(row, name, value)
+                setattr(row, f"{name}_ts", f.ts)
+                won.add(name)
+                changed = True
+        if f.readings:
+            micros = _to_micros(f.ts)
+            for key, value in f.readings.items():
+                current = readings.get(key)
+                if current is None or micros > current[1]:
+                    readings[key] = [value, micros]
+                    changed = True
+    return won if changed else None
+
+
+def _latest_write(*, rows: list[MachineLatest]) -> None:
+    adapt = connection.ops.adapt_datetimefield_value
+    cast = "::jsonb" if _is_postgresql() else ""
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"""UPDATE {MachineLatest._meta.db_table} SET
+                status = %s, status_ts = %s, speed = %s, speed_ts = %s,
+                target_speed = %s, target_speed_ts = %s, mode = %s, mode_ts = %s,
+                readings = %s{cast}, frame_ts = %s, seen_at = %s
+                WHERE machine_id = %s""",
+            [
+                (
+                    r.status,
+                    adapt(r.status_ts),
+                    r.speed,
+                    adapt(r.speed_ts),
+                    r.target_speed,
+                    adapt(r.target_speed_ts),
+                    r.mode,
+                    adapt(r.mode_ts),
+                    json.dumps(r.readings, separators=(",", ":")),
+                    adapt(r.frame_ts),
+                    adapt(r.seen_at),
+                    r.machine_id,
+                )
+                for r in rows
+            ],
+        )
+
+
+def _machine_reported_write(*, changes: list[tuple[MachineLatest, set[str]]], now) -> None:
+    """Copy the winning reported fields onto plant.Machine, which the pages
+    read; a field that did not win keeps its value (COALESCE with NULL)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            """UPDATE plant_machine SET
+                status = COALESCE(%s, status), speed = COALESCE(%s, speed),
+                target_speed = COALESCE(%s, target_speed), mode = COALESCE(%s, mode),
+                last_seen_at = %s, updated_at = %s
+                WHERE id = %s""",
+            [
+                (
+                    *(getattr(r, name) if name in won else None for name in LATEST_FIELDS),
+                    adapt(r.seen_at),
+                    adapt(now),
+                    r.machine_id,
+                )
+                for r, won in sorted(changes, key=lambda change: change[0].machine_id)
+            ],
+        )
+
+
+# Partitions and retention
+# ------------------------
+
+
+def _hour_floor(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _partition_name(start: datetime) -> str:
+    return f"{PARTITION_PREFIX}{start:%Y%m%d%H}"
+
+
+def _partition_start(name: str) -> datetime | None:
+    try:
+        return datetime.strptime(name.removeprefix(PARTITION_PREFIX), "%Y%m%d%H").replace(
+            tzinfo=UTC
+        )
+    except ValueError:
+        return None
+
+
+def frame_partitions_ensure(*, start: datetime, end: datetime) -> list[str]:
+    """Make sure an hourly history partition exists for every hour from
+    `start` to `end` (PostgreSQL only); returns the names it created."""
+    if not _is_postgresql():
+        return []
+    wanted = {}
+    hour = _hour_floor(start)
+    while hour <= end:
+        wanted[_partition_name(hour)] = hour
+        hour += PARTITION_SPAN
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relname = ANY(%s)", [list(wanted)])
+        missing = sorted(set(wanted) - {name for (name,) in cursor.fetchall()})
+        if not missing:
+            return []
+        with transaction.atomic():
+            # Two workers may miss the same hour at once; the advisory lock
+            # plus IF NOT EXISTS makes the second one a no-op.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PARTITION_LOCK_KEY])
+            for name in missing:
+                lower = wanted[name]
+                upper = lower + PARTITION_SPAN
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF "
+                    f"{MachineFrame._meta.db_table} FOR VALUES FROM "
+                    f"('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+                )
+    return missing
+
+
+def frame_partitions_list() -> list[str]:
+    if not _is_postgresql():
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = %s::regclass ORDER BY c.relname""",
+            [MachineFrame._meta.db_table],
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def telemetry_prune(*, now: datetime | None = None) -> dict:
+    """Drop history older than 24 h and forget old batch ids; on PostgreSQL
+    also create the partitions of the next hours ahead of the ingest.
+
+    PostgreSQL drops whole hourly partitions that lie entirely before the
+    cutoff (no row-by-row DELETE, no bloat); the partition straddling the
+    cutoff stays until the next run, which is why every selector also
+    filters by time. SQLite deletes rows.
+    """
+    now = now or timezone.now()
+    cutoff = now - RETENTION
+    result = {"partitions_dropped": [], "frames_deleted": 0, "batches_deleted": 0}
+    if _is_postgresql():
+        for name in frame_partitions_list():
+            start = _partition_start(name)
+            if start is not None and start + PARTITION_SPAN <= cutoff:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"DROP TABLE IF EXISTS {name}")
+                result["partitions_dropped"].append(name)
+        frame_partitions_ensure(start=cutoff, end=now + PARTITIONS_AHEAD * PARTITION_SPAN)
+    else:
+        result["frames_deleted"] = MachineFrame.objects.filter(ts__lt=cutoff).delete()[0]
+    result["batches_deleted"] = TelemetryBatch.objects.filter(
+        received_at__lt=now - BATCH_ID_RETENTION
+    ).delete()[0]
+    return result
+
+
+PRUNE_EVERY = timedelta(minutes=5)
+
+
+def telemetry_prune_if_due(*, now: datetime | None = None) -> dict | None:
+    """Prune at most every PRUNE_EVERY, whoever calls.
+
+    The embedded profile has no Celery beat, so its ingest calls this; the
+    cache key makes one caller in five minutes do the work.
+    """
+    if not cache.add("telemetry:prune-due", 1, timeout=PRUNE_EVERY.total_seconds()):
+        return None
+    return telemetry_prune(now=now)
+
+
+# Rate
+# ----
+
+
+def _rate_key(gateway: Gateway) -> str:
+    return f"telemetry:rate:{gateway.pk}"
+
+
+def gateway_rate_reset(*, gateway: Gateway) -> None:
+    """Give the gateway a full bucket again (e.g. after raising its rate)."""
+    cache.delete(_rate_key(gateway))
+
+
+def gateway_rate_take(*, gateway: Gateway, cost: int, consume: bool = True) -> int:
+    """Take `cost` units from the gateway's token bucket (kept in Django's
+    cache, so every worker shares it when the cache is Redis).
+
+    Returns 0 when allowed, else the whole seconds to wait before the
+    batch could pass (for Retry-After); nothing is taken when refused.
+    With `consume=False` it only checks that `cost` units are there.
+
+    Read-modify-write without a lock: two requests racing for the same
+    gateway can overdraw the bucket by one batch, which a rate limit for
+    misbehaving gateways can afford.
+    """
+    rate = float(getattr(settings, "TELEMETRY_RATE_PER_SECOND", DEFAULT_RATE_PER_SECOND))
+    burst = float(getattr(settings, "TELEMETRY_RATE_BURST", DEFAULT_RATE_BURST))
+    # A batch bigger than the whole bucket passes when the bucket is full,
+    # otherwise it could never pass at all.
+    cost = min(float(cost), burst)
+    key = _rate_key(gateway)
+    now = time.time()
+    tokens, at = cache.get(key) or (burst, now)
+    tokens = min(burst, tokens + max(0.0, now - at) * rate)
+    if tokens < cost:
+        return max(1, math.ceil((cost - tokens) / rate))
+    if consume:
+        cache.set(key, (tokens - cost, now), timeout=math.ceil(burst / rate) + 60)
+    return 0

@@ -1,0 +1,159 @@
+"""The device API: thin views, auth and HTTP only; validation, storage
+and reads live in validation.py, services.py and selectors.py.
+
+Both endpoints are exempt from the login redirect (they answer 401 as
+JSON) and the ingest from CSRF: a bearer token is not a cookie, so there
+is nothing for a cross-site form to ride on.
+"""
+
+import functools
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.plant.models import Gateway, Machine
+from apps.plant.selectors import gateway_for_token, line_can_view
+from apps.plant.services import gateway_touch
+
+from .selectors import gateway_may_read_machine, machine_latest
+from .services import gateway_rate_take, telemetry_batch_ingest, telemetry_prune_if_due
+from .validation import (
+    BatchRejected,
+    batch_validate,
+    body_decode,
+    document_parse,
+    max_body_bytes,
+)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    """The bearer token, "" when the header is there but not a bearer
+    token, None when there is no Authorization header at all."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _unauthorized(message: str, *, token_sent: bool) -> JsonResponse:
+    response = JsonResponse({"error": "unauthorized", "detail": [{"message": message}]}, status=401)
+    challenge = 'Bearer realm="fleetops"'
+    response["WWW-Authenticate"] = (
+        f'{challenge}, error="invalid_token"' if token_sent else challenge
+    )
+    return response
+
+
+def _gateway(request: HttpRequest) -> tuple[Gateway | None, JsonResponse | None]:
+    token = _bearer(request)
+    if not token:
+        return None, _unauthorized("Send Authorization: Bearer <device token>.", token_sent=False)
+    gateway = gateway_for_token(token=token)
+    if gateway is None:
+        return None, _unauthorized("Unknown or revoked device token.", token_sent=True)
+    return gateway, None
+
+
+def _content_length(request: HttpRequest) -> int:
+    try:
+        return int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return 0
+
+
+def _rejected(exc: BatchRejected) -> JsonResponse:
+    return JsonResponse(exc.as_json(), status=exc.status)
+
+
+def _too_many(retry_after: int) -> JsonResponse:
+    response = JsonResponse(
+        {"error": "rate_limited", "detail": [{"message": "Over this gateway's rate; retry later"}]},
+        status=429,
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def telemetry_ingest(request: HttpRequest) -> JsonResponse:
+    gateway, error = _gateway(request)
+    if error:
+        return error
+    # An empty bucket is refused before the body is even parsed.
+    if retry_after := gateway_rate_take(gateway=gateway, cost=1, consume=False):
+        return _too_many(retry_after)
+    content_type = request.content_type or ""
+    if content_type != "application/json":
+        return _rejected(
+            BatchRejected(415, "unsupported_media_type", [{"message": "Send application/json."}])
+        )
+    limit = max_body_bytes()
+    try:
+        # Read the stream ourselves, at most limit + 1 bytes: request.body
+        # would apply DATA_UPLOAD_MAX_MEMORY_SIZE instead of our limit.
+        if _content_length(request) > limit:
+            raise BatchRejected(413, "too_large", [{"message": f"The body exceeds {limit} bytes."}])
+        body = request.read(limit + 1)
+        data = body_decode(body=body, content_encoding=request.headers.get("Content-Encoding", ""))
+        now = timezone.now()
+        batch = batch_validate(gateway=gateway, document=document_parse(data=data), now=now)
+    except BatchRejected as exc:
+        return _rejected(exc)
+    if retry_after := gateway_rate_take(gateway=gateway, cost=batch.cost):
+        return _too_many(retry_after)
+    result = telemetry_batch_ingest(gateway=gateway, batch=batch, received_at=now)
+    gateway_touch(gateway=gateway)
+    if settings.CELERY_TASK_ALWAYS_EAGER:  # no beat in the embedded profile
+        telemetry_prune_if_due(now=now)
+    return JsonResponse({"accepted": result.accepted, "duplicate": result.duplicate}, status=202)
+
+
+@login_not_required
+@require_GET
+def machine_latest_detail(request: HttpRequest, code: str) -> JsonResponse:
+    # Who is asking first (401), then whether the machine exists (404),
+    # then whether they may read it (403). Errors stay JSON: a device
+    # must never receive the HTML error pages.
+    gateway = None
+    if _bearer(request) is not None:
+        gateway, error = _gateway(request)
+        if error:
+            return error
+    elif not request.user.is_authenticated:
+        return _unauthorized("Log in or send a device token.", token_sent=False)
+    machine = Machine.objects.select_related("line").filter(code=code).first()
+    if machine is None:
+        return JsonResponse(
+            {"error": "not_found", "detail": [{"message": f"No machine {code}."}]}, status=404
+        )
+    if gateway is not None:
+        allowed = gateway_may_read_machine(gateway=gateway, machine=machine)
+    else:
+        allowed = line_can_view(user=request.user, line=machine.line)
+    if not allowed:
+        return JsonResponse(
+            {"error": "forbidden", "detail": [{"message": f"You may not read {code}."}]},
+            status=403,
+        )
+    return JsonResponse(machine_latest(machine=machine))
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    return OPENAPI_PATH.read_bytes()
+
+
+@login_not_required
+@require_GET
+def openapi_document(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(_openapi_document(), content_type="application/json")
