@@ -1,0 +1,8 @@
+"""The edge gateway agent and plant simulator (`manage.py run_gateway`).
+
+simulator.py  machines and sensor signals (pure, seeded)
+queue.py      the durable offline queue (SQLite) with its quarantine
+sender.py     one HTTP POST and what its answer means; backoff
+agent.py      the producer and sender threads that tie them together
+plant.py      what to simulate, read from the local database (and --demo)
+"""

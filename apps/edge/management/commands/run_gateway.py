@@ -1,0 +1,201 @@
+import os
+import signal
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.edge.agent import Agent
+from apps.edge.plant import (
+    DEMO_GATEWAY,
+    PlantError,
+    demo_gateway_issue,
+    gateway_name,
+    plant_for_token,
+)
+from apps.edge.queue import OfflineQueue
+from apps.edge.sender import Backoff, HttpSender
+from apps.edge.simulator import Fault, Simulator, Window
+
+
+def _codes(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+def _parsed(parse, specs):
+    try:
+        return [parse(spec) for spec in specs]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the edge gateway agent: simulate the machines bound to a token at 1 Hz and "
+        "deliver their frames to the server through a durable offline queue."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--server", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--token",
+            default=os.environ.get("FLEETOPS_GATEWAY_TOKEN", ""),
+            help="gateway token (default: $FLEETOPS_GATEWAY_TOKEN)",
+        )
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help=f"local development only: issue a fresh token for every machine as gateway "
+            f"{DEMO_GATEWAY!r} (revoking the previous one)",
+        )
+        parser.add_argument("--name", default="", help="gateway name used in batch ids")
+        parser.add_argument("--machines", default="", help="only these, e.g. m:401,m:402")
+        parser.add_argument("--sensors", type=int, default=None, help="at most N sensors each")
+        parser.add_argument("--rate", type=float, default=1.0, help="frames/s per machine")
+        parser.add_argument("--duration", type=float, default=None, help="seconds, then drain")
+        parser.add_argument("--drain-timeout", type=float, default=60.0)
+        parser.add_argument("--ramp-rate", type=float, default=150.0, help="rpm per second")
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument(
+            "--offline",
+            action="append",
+            default=[],
+            metavar="MACHINE:SECONDS[@START]",
+            help="machine sends nothing for a while, e.g. m:401:30 or m:401:30@10",
+        )
+        parser.add_argument(
+            "--link-offline",
+            action="append",
+            default=[],
+            metavar="SECONDS[@START]",
+            help="server unreachable for a while (frames keep queuing), e.g. 30@10",
+        )
+        parser.add_argument(
+            "--fault",
+            action="append",
+            default=[],
+            metavar="MACHINE:STATUS@SECONDS",
+            help="e.g. m:402:EMERGENCY_STOP@20, m:403:FAULT@5, m:402:RUNNING@60",
+        )
+        parser.add_argument(
+            "--queue", default="", help="queue file (default var/edge/NAME.sqlite3)"
+        )
+        parser.add_argument("--max-rows", type=int, default=50_000, help="queued batches at most")
+        parser.add_argument("--drain-chunk", type=int, default=50, help="batches per queue read")
+        parser.add_argument("--max-frames", type=int, default=500, help="frames per batch")
+        parser.add_argument("--backoff-cap", type=float, default=30.0, help="seconds")
+        parser.add_argument("--progress-every", type=float, default=2.0, help="seconds")
+        parser.add_argument(
+            "--show-quarantine",
+            action="store_true",
+            help="list the batches the server rejected, then exit",
+        )
+
+    def _queue_path(self, options, name: str) -> str:
+        return options["queue"] or str(settings.VAR_DIR / "edge" / f"{name}.sqlite3")
+
+    def handle(self, *args, **o):
+        if o["show_quarantine"]:
+            name = o["name"] or (not o["demo"] and gateway_name(o["token"])) or DEMO_GATEWAY
+            return self._show_quarantine(self._queue_path(o, name))
+
+        token = o["token"]
+        if o["demo"]:
+            try:
+                _name, token = demo_gateway_issue()
+            except PlantError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(
+                f"Demo gateway {DEMO_GATEWAY!r} issued a fresh token ({token[:10]}…)."
+            )
+        if not token:
+            raise CommandError("no token: pass --token, set FLEETOPS_GATEWAY_TOKEN, or use --demo")
+        if o["rate"] <= 0:
+            raise CommandError("--rate must be positive")
+        try:
+            plant = plant_for_token(
+                token, only=_codes(o["machines"]), sensors=o["sensors"], name=o["name"]
+            )
+        except PlantError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            simulator = Simulator.build(
+                plant.machine_sensors,
+                started_at=datetime.now(UTC),
+                ramp_rate=o["ramp_rate"],
+                seed=o["seed"],
+                faults=_parsed(Fault.parse, o["fault"]),
+                offline=_parsed(Window.parse_machine, o["offline"]),
+            )
+            sender = HttpSender(o["server"], token)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+        queue_path = self._queue_path(o, plant.name)
+        queue = OfflineQueue(queue_path, max_rows=o["max_rows"])
+        agent = Agent(
+            name=plant.name,
+            simulator=simulator,
+            queue=queue,
+            sender=sender,
+            rate=o["rate"],
+            max_frames=o["max_frames"],
+            drain_chunk=o["drain_chunk"],
+            backoff=Backoff(cap=o["backoff_cap"]),
+            link_offline=_parsed(Window.parse_link, o["link_offline"]),
+            out=lambda line: self.stdout.write(line),
+            progress_every=o["progress_every"],
+        )
+        stats = queue.stats()
+        sensors = sum(len(keys) for keys in plant.machine_sensors.values())
+        self.stdout.write(
+            f"Gateway {plant.name}: {len(plant.machine_sensors)} machines, {sensors} sensors, "
+            f"{o['rate']:g} frames/s each -> {o['server']}; queue {queue_path} "
+            f"({stats['queued_batches']} batches waiting, "
+            f"{stats['quarantined_batches']} quarantined)."
+        )
+
+        def on_signal(signum, _frame):
+            self.stdout.write(
+                f"{signal.Signals(signum).name}: stopping after the current send; "
+                "queued batches stay on disk."
+            )
+            agent.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            counters = agent.run(duration=o["duration"], drain_timeout=o["drain_timeout"])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sender.close()
+        stats = queue.stats()
+        queue.close()
+        self.stdout.write(
+            f"Stopped: produced {counters.produced_frames} frames in {counters.produced_batches} "
+            f"batches, delivered {counters.accepted_frames} frames "
+            f"({counters.duplicate_batches} duplicate batches); {stats['queued_batches']} "
+            f"batches still queued, {stats['quarantined_batches']} quarantined, "
+            f"{stats['dropped_frames']} frames dropped (queue full)."
+        )
+        if counters.dropped_frames or stats["quarantined_batches"]:
+            self.stderr.write("Some data did not reach the server: see the counts above.")
+
+    def _show_quarantine(self, path: str) -> None:
+        queue = OfflineQueue(path)
+        try:
+            stats = queue.stats()
+            rows = queue.quarantined()
+        finally:
+            queue.close()
+        self.stdout.write(
+            f"{path}: {stats['quarantined_batches']} quarantined batches "
+            f"({stats['quarantined_frames']} frames), {stats['queued_batches']} queued, "
+            f"{stats['dropped_frames']} frames dropped while full."
+        )
+        for row in rows:
+            when = datetime.fromtimestamp(row.quarantined_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            self.stdout.write(
+                f"  {row.batch_id}  HTTP {row.status}  {row.frames} frames  {when}  "
+                f"{row.error[:200]}"
+            )
