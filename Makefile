@@ -32,6 +32,9 @@ run: $(STAMP)
 	@echo "    admin (superuser), operator1 (operates line 01), operator2 (lines 01, 02),"
 	@echo "    viewer (watches every line), auditor (staff, reads the audit lists)"
 	@echo
+	@# The simulated gateway queues until the server answers, so start order does not matter.
+	@trap 'kill $$gw 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py run_gateway --demo --server http://$(HOST):$(PORT) & gw=$$!; \
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Installs Debian's Chromium for the browser tests when it is missing.

@@ -21,7 +21,8 @@ def main(selected: list[str]) -> int:
     from bench.report import print_rows
 
     names = sorted(
-        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
     if selected:

@@ -33,4 +33,6 @@ def print_rows(rows: list[Row]) -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         base = f"{r.baseline_name}: {_fmt(r.baseline)} {r.unit}" if r.baseline is not None else ""
-        print(f"| {r.name} | {_fmt(r.value)} {r.unit} | {base} | {r.ratio} | {r.target} |", flush=True)
+        print(
+            f"| {r.name} | {_fmt(r.value)} {r.unit} | {base} | {r.ratio} | {r.target} |", flush=True
+        )

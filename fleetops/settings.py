@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.telemetry",
     "apps.live",
+    "apps.dashboard",
     "apps.edge",
 ]
 
@@ -75,6 +76,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.template.context_processors.csp",
+                "apps.live.context_processors.live",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
@@ -130,7 +132,7 @@ PASSWORD_HASHERS = env.list(
     ],
 )
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "plant:overview"
+LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 FLEETOPS_DEMO_PASSWORD = env.str("FLEETOPS_DEMO_PASSWORD", default="fleetops-demo")
 
@@ -218,6 +220,13 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Live updates (apps/live): heartbeat and the per-socket send buffer.
+LIVE_PING_INTERVAL = env.float("LIVE_PING_INTERVAL", default=5.0)
+LIVE_PONG_TIMEOUT = env.float("LIVE_PONG_TIMEOUT", default=3.0)
+# Messages queued for one socket before it counts as too slow and is closed
+# (the browser reconnects and resyncs from a snapshot).
+LIVE_OUTBOX_LIMIT = env.int("LIVE_OUTBOX_LIMIT", default=200)
+
 # Celery
 # ------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
@@ -232,7 +241,29 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    # Drops whole hourly partitions of history older than 24 h (rows on SQLite).
+    "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
+}
+
+# Telemetry ingest
+# ----------------
+TELEMETRY_MAX_BODY_BYTES = env.int("TELEMETRY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+# Per gateway token bucket; a frame costs 1 plus 1 per reading.
+TELEMETRY_RATE_PER_SECOND = env.int("TELEMETRY_RATE_PER_SECOND", default=250_000)
+TELEMETRY_RATE_BURST = env.int("TELEMETRY_RATE_BURST", default=2_500_000)
+
+# Cache: the per-gateway rate bucket must be shared by every process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CHANNEL_PREFIX", default="fleetops"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Logging: one line per event on stderr, the way process managers want it.
 LOGGING = {

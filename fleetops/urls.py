@@ -10,5 +10,5 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("apps.telemetry.api_urls")),
-    path("", include("apps.plant.urls")),
+    path("", include("apps.dashboard.urls")),
 ]

@@ -39,7 +39,11 @@ def test_every_procfile_process_starts_on_the_real_services(tmp_path: Path):
     )
     commands = procfile()
     release = subprocess.run(
-        ["bash", "-c", commands.pop("release")], cwd=ROOT, env=env, capture_output=True, text=True,
+        ["bash", "-c", commands.pop("release")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=180,
     )
     assert release.returncode == 0, release.stderr[-2000:]
@@ -50,7 +54,10 @@ def test_every_procfile_process_starts_on_the_real_services(tmp_path: Path):
         for name, command in commands.items():
             log = open(tmp_path / f"{name}.log", "w")
             procs[name] = subprocess.Popen(
-                ["bash", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=log,
+                ["bash", "-c", f"exec {command}"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         health = None

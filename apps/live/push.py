@@ -1,13 +1,34 @@
-"""The one way domain code reaches browsers: send rendered HTML to a topic."""
+"""How domain code tells the live layer that machines changed.
+
+Only ids travel; each process's hub re-renders what its sockets watch.
+Called after commit (telemetry's change events, plant services), so a
+rolled-back change never reaches a screen.
+"""
+
+import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .topics import group_name
+from apps.plant.models import Machine
+
+from .hub import CHANGES_GROUP
+
+logger = logging.getLogger(__name__)
 
 
-def push_fragment(*, topic: str, html: str) -> None:
-    """Send `html` (htmx out-of-band fragments) to every socket on `topic`."""
-    async_to_sync(get_channel_layer().group_send)(
-        group_name(topic), {"type": "live.fragment", "topic": topic, "html": html}
-    )
+def machines_changed(machine_ids) -> None:
+    ids = list(machine_ids)
+    if not ids:
+        return
+    pairs = list(Machine.objects.filter(pk__in=ids).values_list("code", "line__code"))
+    message = {
+        "type": "live.changes",
+        "machines": [code for code, _ in pairs],
+        "lines": sorted({line for _, line in pairs}),
+    }
+    try:
+        async_to_sync(get_channel_layer().group_send)(CHANGES_GROUP, message)
+    except Exception:
+        # The change is committed; screens catch up at their next sweep.
+        logger.warning("could not announce changed machines %s", ids, exc_info=True)

@@ -33,9 +33,9 @@ def machine_status_catalogue_seed() -> None:
 def _announce_machines_changed(machine_ids: list[int]) -> None:
     # Imported late: the live app renders templates and must not be a
     # dependency at import time of the domain.
-    from apps.live.tasks import push_machine_rows
+    from apps.live.tasks import announce_machines_changed
 
-    transaction.on_commit(lambda: push_machine_rows.delay(machine_ids))
+    transaction.on_commit(lambda: announce_machines_changed.delay(machine_ids))
 
 
 def machine_set_maintenance_lock(*, machines, actor, locked: bool, host: str = "") -> list[Machine]:

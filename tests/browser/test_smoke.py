@@ -12,8 +12,8 @@ def test_operator1_sees_line_01_and_nothing_of_line_03(login, asgi_server):
     page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-    expect(page.locator("#line-01")).to_contain_text("m:401")
-    expect(page.locator("#line-03")).to_have_count(0)
+    expect(page.locator("#line-card-01")).to_contain_text("m:401")
+    expect(page.locator("#line-card-03")).to_have_count(0)
     assert "m:601" not in page.content()
 
     page.click("text=line:01")

@@ -1,9 +1,11 @@
-"""The live path on the real services: a Celery worker process renders a
-fragment and it reaches WebSocket clients through the Redis channel layer."""
+"""The live path on the real services: changes made in one process reach
+sockets held by another, through the Redis channel layer."""
 
 import asyncio
 import json
 import time
+import urllib.request
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 
 import pytest
@@ -15,8 +17,9 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 
 from apps.live.consumers import LiveConsumer
-from apps.live.push import push_fragment
-from apps.plant.services import machine_set_maintenance_lock
+from apps.live.push import machines_changed
+from apps.plant.models import Machine
+from apps.plant.services import gateway_issue, machine_set_maintenance_lock
 from tests.support.processes import celery_worker, daphne_server
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -33,49 +36,105 @@ def session_cookie_for(user) -> str:
     return cookie.output(header="", attrs=[]).strip()
 
 
-async def test_a_celery_worker_process_pushes_a_machine_row_to_a_socket(
-    plant, operator1, admin_user
-):
+async def next_delta(recv, *, containing: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(await asyncio.wait_for(recv(), deadline - time.monotonic()))
+        if message["type"] == "delta" and containing in message["html"]:
+            return message
+
+
+async def open_socket(base_url: str, cookie: str, topic: str):
+    socket = await websockets.connect(
+        base_url.replace("http", "ws") + "/ws/live/",
+        additional_headers={"Cookie": cookie, "Origin": base_url},
+        open_timeout=20,
+    )
+    await socket.send(json.dumps({"type": "subscribe", "topics": [topic]}))
+    while json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] != "snapshot":
+        pass
+    return socket
+
+
+async def test_a_celery_worker_process_reaches_a_socket(plant, operator1, admin_user, settings):
+    settings.LIVE_PING_INTERVAL = 120  # this socket does not answer pings; the worker starts slowly
     communicator = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/live/")
     communicator.scope["user"] = operator1
     assert (await communicator.connect())[0]
     await communicator.send_to(text_data=json.dumps({"type": "subscribe", "topics": ["line:01"]}))
-    assert json.loads(await communicator.receive_from())["type"] == "subscribed"
+    while (snapshot := json.loads(await communicator.receive_from(timeout=10)))[
+        "type"
+    ] != "snapshot":
+        pass
+    assert "MAINTENANCE_LOCK" not in snapshot["html"]
 
     with celery_worker():
-        # on_commit queues the task on Redis; only the worker process can run it.
+        # on_commit queues the announcement on Redis; only the worker runs it.
         await sync_to_async(machine_set_maintenance_lock)(
             machines=[plant.machines["m:402"]], actor=admin_user, locked=True
         )
-        html = await communicator.receive_from(timeout=30)
-    assert 'id="machine-row-m402"' in html, html
-    assert 'hx-swap-oob="true"' in html
-    assert "MAINTENANCE_LOCK" in html
+        delta = await next_delta(
+            lambda: communicator.receive_from(timeout=30),
+            containing='id="machine-row-m402"',
+            timeout=30,
+        )
+    assert "MAINTENANCE_LOCK" in delta["html"]
     await communicator.disconnect()
 
 
-async def test_more_than_100_sockets_on_one_daphne_all_receive_a_push(plant, operator1):
+async def test_more_than_100_sockets_on_one_daphne_all_receive_a_change(plant, operator1):
     """redis-py 8's default pool (100 connections, 5 s timeout) broke
     channels-redis under load; settings raise both limits."""
     cookie = await sync_to_async(session_cookie_for)(operator1)
     clients = 150
     with daphne_server() as (base_url, _proc):
-        ws_url = base_url.replace("http", "ws") + "/ws/live/"
-        headers = {"Cookie": cookie, "Origin": base_url}
-
-        async def open_one():
-            socket = await websockets.connect(ws_url, additional_headers=headers, open_timeout=20)
-            await socket.send(json.dumps({"type": "subscribe", "topics": ["line:01"]}))
-            assert json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] == "subscribed"
-            return socket
-
-        sockets = await asyncio.gather(*(open_one() for _ in range(clients)))
+        sockets = await asyncio.gather(
+            *(open_socket(base_url, cookie, "line:01") for _ in range(clients))
+        )
         try:
-            started = time.monotonic()
-            await sync_to_async(push_fragment)(topic="line:01", html='<p id="probe">all</p>')
-            received = await asyncio.gather(
-                *(asyncio.wait_for(s.recv(), 20) for s in sockets), return_exceptions=True
+
+            def change():
+                Machine.objects.filter(code="m:403").update(speed=2718)
+                machines_changed([plant.machines["m:403"].pk])
+
+            await sync_to_async(change)()
+            deltas = await asyncio.gather(
+                *(next_delta(s.recv, containing='id="machine-row-m403"') for s in sockets),
+                return_exceptions=True,
             )
         finally:
             await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
-    assert received == ['<p id="probe">all</p>'] * clients, time.monotonic() - started
+    failures = [d for d in deltas if isinstance(d, BaseException)]
+    assert not failures, failures[:3]
+    assert all("2718" in d["html"] for d in deltas), [d["html"] for d in deltas][:2]
+    assert len({d["seq"] for d in deltas}) == 1
+
+
+async def test_a_reading_ingested_through_one_daphne_shows_on_a_socket_of_another(plant, operator1):
+    cookie = await sync_to_async(session_cookie_for)(operator1)
+    _gateway, token = await sync_to_async(gateway_issue)(
+        name="gw-two-procs", machines=[plant.machines["m:401"]]
+    )
+    with daphne_server() as (ingest_url, _a), daphne_server() as (watch_url, _b):
+        socket = await open_socket(watch_url, cookie, "line:01")
+        try:
+            frame = {
+                "machine": "m:401",
+                "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "status": "RUNNING",
+                "speed": 1618,
+                "target_speed": 1700,
+                "mode": "RUN",
+                "readings": {"temp": 70.5},
+            }
+            request = urllib.request.Request(
+                f"{ingest_url}/api/v1/telemetry",
+                data=json.dumps({"batch_id": "two-procs:1", "frames": [frame]}).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            response = await asyncio.to_thread(urllib.request.urlopen, request, timeout=20)
+            assert response.status == 202
+            delta = await next_delta(socket.recv, containing='id="machine-row-m401"')
+        finally:
+            await socket.close()
+    assert "1618" in delta["html"] and "RUNNING" in delta["html"]

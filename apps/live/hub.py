@@ -1,0 +1,215 @@
+"""The per-process live hub: coalesce changes per topic, render each
+changed region once per tick, and fan the same text out to every socket
+of this process subscribed to the topic.
+
+Why one hub per process rather than one renderer for the whole plant:
+every daphne process serves its own sockets, so it renders each topic its
+sockets watch once per tick (a handful of renders for the whole plant,
+never one per socket) and sequence numbers stay consistent with the
+snapshots the same process hands out. Change events reach every process
+through the channel layer group `live.changes` (Redis pub/sub in
+production), and a periodic sweep re-renders each topic anyway, so a lost
+event (a Redis restart, say) can delay a screen by one sweep but never
+freeze it.
+"""
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from .regions import Regions, render_topic
+from .topics import Topic
+
+logger = logging.getLogger(__name__)
+
+CHANGES_GROUP = "live.changes"
+
+
+class Subscriber(Protocol):
+    allowed_lines: frozenset[str]
+
+    def deliver(self, text: str) -> None: ...
+
+
+@dataclass(eq=False)
+class TopicFeed:
+    topic: Topic
+    subscribers: set = field(default_factory=set)
+    seq: int = 0
+    last: dict[str, str] = field(default_factory=dict)
+    dirty: bool = True
+    last_render: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task | None = None
+    renders: int = 0
+
+
+def envelope(kind: str, topic: str, seq: int, html: str) -> str:
+    return json.dumps(
+        {"type": kind, "topic": topic, "seq": seq, "ts": round(time.time(), 3), "html": html},
+        separators=(",", ":"),
+    )
+
+
+def _html_for(regions: Regions, allowed_lines: frozenset[str]) -> str:
+    return "".join(
+        html for html, audience in regions.values() if audience is None or audience in allowed_lines
+    )
+
+
+class Hub:
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self):
+        self.feeds: dict[str, TopicFeed] = {}
+        self._listener: asyncio.Task | None = None
+
+    @classmethod
+    def for_running_loop(cls) -> "Hub":
+        loop = asyncio.get_running_loop()
+        hub = cls._by_loop.get(loop)
+        if hub is None:
+            hub = cls._by_loop[loop] = cls()
+        return hub
+
+    def ensure_listening(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="live-hub-listen")
+
+    # Subscriptions
+    # -------------
+
+    async def subscribe(self, topic: Topic, subscriber: Subscriber) -> None:
+        feed = self.feeds.get(topic.name)
+        if feed is None:
+            feed = self.feeds[topic.name] = TopicFeed(topic=topic)
+        feed.subscribers.add(subscriber)
+        if feed.task is None or feed.task.done():
+            feed.task = asyncio.create_task(self._tick(feed), name=f"live-tick {topic.name}")
+        await self.send_snapshot(topic.name, subscriber)
+
+    def unsubscribe(self, topic_name: str, subscriber: Subscriber) -> None:
+        feed = self.feeds.get(topic_name)
+        if feed is None:
+            return
+        feed.subscribers.discard(subscriber)
+        if not feed.subscribers:
+            if feed.task is not None:
+                feed.task.cancel()
+            del self.feeds[topic_name]
+
+    async def send_snapshot(self, topic_name: str, subscriber: Subscriber) -> None:
+        """A fresh rendering of every region, tagged with the current seq.
+
+        Taken under the feed's lock, so no delta can slip between the
+        snapshot and the next delta the subscriber sees.
+        """
+        feed = self.feeds.get(topic_name)
+        if feed is None:
+            return
+        async with feed.lock:
+            regions = await self._render(feed)
+            # What this snapshot shows that the others have not seen yet goes
+            # to them now as a delta, so every socket on the topic agrees
+            # with the newest rendering and later diffs stay exact.
+            self._publish_changes(feed, regions, exclude=subscriber)
+            html = _html_for(regions, subscriber.allowed_lines)
+            subscriber.deliver(envelope("snapshot", topic_name, feed.seq, html))
+
+    # Changes
+    # -------
+
+    def mark_changed(self, *, machines: list[str], lines: list[str]) -> None:
+        machines_set, lines_set = set(machines), set(lines)
+        for feed in self.feeds.values():
+            topic = feed.topic
+            if (
+                topic.kind == "global"
+                or (topic.kind == "line" and topic.key in lines_set)
+                or (topic.kind in ("machine", "chart") and topic.key in machines_set)
+            ):
+                feed.dirty = True
+
+    def mark_all_changed(self) -> None:
+        for feed in self.feeds.values():
+            feed.dirty = True
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        channel = None
+        while True:
+            try:
+                if channel is None:
+                    channel = await layer.new_channel("live-hub.")
+                    await layer.group_add(CHANGES_GROUP, channel)
+                message = await layer.receive(channel)
+                self.mark_changed(
+                    machines=message.get("machines", []), lines=message.get("lines", [])
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("live hub lost the change feed; re-joining", exc_info=True)
+                channel = None
+                self.mark_all_changed()
+                await asyncio.sleep(1)
+
+    # Ticks
+    # -----
+
+    async def _render(self, feed: TopicFeed) -> Regions:
+        feed.renders += 1
+        return await database_sync_to_async(render_topic)(feed.topic)
+
+    async def _tick(self, feed: TopicFeed) -> None:
+        loop = asyncio.get_running_loop()
+        while feed.subscribers:
+            await asyncio.sleep(feed.topic.period)
+            now = loop.time()
+            if not feed.dirty and now - feed.last_render < feed.topic.sweep:
+                continue
+            async with feed.lock:
+                feed.dirty = False
+                feed.last_render = now
+                try:
+                    regions = await self._render(feed)
+                except Exception:
+                    logger.exception("rendering %s failed", feed.topic.name)
+                    feed.dirty = True
+                    continue
+                self._publish_changes(feed, regions)
+
+    def _publish_changes(self, feed: TopicFeed, regions: Regions, exclude=None) -> None:
+        """Send the regions that differ from what subscribers have as one
+        delta with the next seq; the text is built once per audience (the
+        lines a subscriber may see), never once per socket."""
+        changed = {
+            rid: (html, audience)
+            for rid, (html, audience) in regions.items()
+            if feed.last.get(rid) != html
+        }
+        if not changed:
+            return
+        feed.last.update({rid: html for rid, (html, _) in changed.items()})
+        receivers = [s for s in feed.subscribers if s is not exclude]
+        if not receivers:
+            return  # nobody else to tell: the snapshot carries the current seq
+        feed.seq += 1
+        by_audience: dict[frozenset[str] | None, str] = {}
+        audience_matters = any(aud is not None for _, aud in changed.values())
+        for subscriber in receivers:
+            key = subscriber.allowed_lines if audience_matters else None
+            text = by_audience.get(key)
+            if text is None:
+                html = _html_for(changed, subscriber.allowed_lines)
+                text = by_audience[key] = envelope("delta", feed.topic.name, feed.seq, html)
+            subscriber.deliver(text)
