@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "apps.plant",
     "apps.audit",
     "apps.telemetry",
+    "apps.control",
+    "apps.workbooks",
     "apps.live",
     "apps.dashboard",
     "apps.edge",
@@ -244,6 +246,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
 CELERY_BEAT_SCHEDULE = {
     # Drops whole hourly partitions of history older than 24 h (rows on SQLite).
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
+    # Pending locks expire 10 s after the request (daphne processes with
+    # sockets also do this every second).
+    "control-locks-housekeeping": {
+        "task": "apps.control.tasks.locks_housekeeping_task",
+        "schedule": 2.0,
+    },
 }
 
 # Telemetry ingest

@@ -55,30 +55,74 @@ def audit_record(
     advisory lock on PostgreSQL, SQLite's IMMEDIATE transactions) so two
     events never claim the same predecessor.
     """
+    return audit_record_many(
+        [
+            {
+                "action": action,
+                "actor": actor,
+                "host": host,
+                "machine": machine,
+                "field": field,
+                "old_value": old_value,
+                "new_value": new_value,
+                "tx_id": tx_id,
+                "outcome": outcome,
+                "reason": reason,
+            }
+        ]
+    )[0]
+
+
+def _event(
+    *,
+    prev_hash,
+    action,
+    actor=None,
+    host="",
+    machine=None,
+    field="",
+    old_value="",
+    new_value="",
+    tx_id=None,
+    outcome=AuditEvent.Outcome.OK,
+    reason="",
+) -> AuditEvent:
+    return AuditEvent(
+        at=timezone.now(),
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        actor_label=getattr(actor, "username", "") or (str(actor) if actor else "system"),
+        host=host[:255],
+        action=action,
+        machine_code=getattr(machine, "code", "") or "",
+        line_code=getattr(getattr(machine, "line", None), "code", "") or "",
+        field=field,
+        old_value="" if old_value is None else str(old_value),
+        new_value="" if new_value is None else str(new_value),
+        tx_id=tx_id,
+        outcome=outcome,
+        reason=reason,
+        prev_hash=prev_hash,
+    )
+
+
+def audit_record_many(events: list[dict]) -> list[AuditEvent]:
+    """Append several events at once (one lock, one INSERT): a workbook of
+    a thousand machines writes a thousand events in one go."""
+    if not events:
+        return []
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-        event = AuditEvent(
-            at=timezone.now(),
-            actor=actor if getattr(actor, "is_authenticated", False) else None,
-            actor_label=getattr(actor, "username", "") or (str(actor) if actor else "system"),
-            host=host[:255],
-            action=action,
-            machine_code=getattr(machine, "code", "") or "",
-            line_code=getattr(getattr(machine, "line", None), "code", "") or "",
-            field=field,
-            old_value="" if old_value is None else str(old_value),
-            new_value="" if new_value is None else str(new_value),
-            tx_id=tx_id,
-            outcome=outcome,
-            reason=reason,
-            prev_hash=last or GENESIS,
-        )
-        event.hash = _event_hash(event)
-        event.save()
-    return event
+        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        rows = []
+        for fields in events:
+            event = _event(prev_hash=prev, **fields)
+            event.hash = _event_hash(event)
+            prev = event.hash
+            rows.append(event)
+        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+    return rows
 
 
 def audit_chain_verify() -> int | None:

@@ -13,6 +13,8 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.control import selectors as control
+from apps.control.merge import FieldView
 from apps.plant import selectors as plant
 from apps.plant.models import Line, Machine, Sensor
 from apps.telemetry import alerts as telemetry_alerts
@@ -26,6 +28,9 @@ class MachineView:
     is_critical: bool
     stale: bool
     alerts: list[dict] = field(default_factory=list)
+    # Setpoints as shown: truth, or a pending value with its style.
+    target_speed: FieldView = FieldView(None)
+    mode: FieldView = FieldView(None)
 
     @property
     def code(self) -> str:
@@ -45,10 +50,15 @@ def machine_views(*, machines: list[Machine], now: datetime | None = None) -> li
     of queries whatever the count."""
     now = now or timezone.now()
     critical = plant.critical_status_codes()
-    alerts = telemetry_alerts.alerts_by_machine(machine_ids=[m.pk for m in machines], now=now)
+    ids = [m.pk for m in machines]
+    alerts = telemetry_alerts.alerts_by_machine(machine_ids=ids, now=now)
+    locks = control.locks_for_machines(machine_ids=ids, now=now)
     views = []
     for machine in machines:
         status = machine.display_status
+        fields = control.machine_view_fields(
+            machine=machine, locks=locks.get(machine.pk, []), now=now, critical=critical
+        )
         views.append(
             MachineView(
                 machine=machine,
@@ -56,6 +66,8 @@ def machine_views(*, machines: list[Machine], now: datetime | None = None) -> li
                 is_critical=status in critical,
                 stale=telemetry.machine_is_stale(machine=machine, now=now),
                 alerts=alerts.get(machine.pk, []),
+                target_speed=fields["target_speed"],
+                mode=fields["mode"],
             )
         )
     return views

@@ -1,6 +1,7 @@
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 
+from apps.control.views import setpoint_form_context
 from apps.plant import selectors as plant
 from apps.plant.models import Line, Machine, MachineStatus
 
@@ -25,6 +26,8 @@ def overview(request):
 def line_detail(request, code: str):
     line, role = _line_for_viewer(request, code)
     context = selectors.line_page(line=line) | {"can_operate": role == "operator"}
+    if role == "operator":
+        context |= setpoint_form_context(user=request.user, line=line)
     template = "dashboard/line.html#machine_table" if request.htmx else "dashboard/line.html"
     return render(request, template, context)
 
@@ -36,6 +39,8 @@ def machine_detail(request, code: str):
     key = request.GET.get("sensor") or "speed"
     context["chart"] = selectors.sensor_chart(machine=machine, key=key)
     context["can_operate"] = role == "operator"
+    if role == "operator":
+        context |= setpoint_form_context(user=request.user, machine=machine)
     return render(request, "dashboard/machine.html", context)
 
 

@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from .hub import Hub
+from .push import user_group
 from .topics import parse, topic_allowed, visible_line_codes
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -44,6 +45,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.hub = Hub.for_running_loop()
         self.hub.ensure_listening()
+        # Notices meant for this user (a refused setpoint, a lock taken
+        # over by another operator) reach every page they have open.
+        self.user_group = user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
         self.tasks = [
             asyncio.create_task(self._write()),
@@ -56,6 +61,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             task.cancel()
         for topic in getattr(self, "topics", ()):
             self.hub.unsubscribe(topic, self)
+        if hasattr(self, "user_group"):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     # Outgoing
     # --------
@@ -96,6 +103,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             except TimeoutError:
                 self._close_soon(CLOSE_PONG_TIMEOUT)
                 return
+
+    async def live_toast(self, event):
+        self._send_json({"type": "toast", "html": event["html"]})
 
     # Incoming
     # --------

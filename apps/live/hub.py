@@ -30,6 +30,24 @@ from .topics import Topic
 logger = logging.getLogger(__name__)
 
 CHANGES_GROUP = "live.changes"
+HOUSEKEEPING_EVERY = 1.0
+
+# Domain jobs that need a clock (lock expiry); each process with sockets
+# runs them every second, so the screens it serves change on time.
+_periodic_jobs: list = []
+
+
+def periodic_job_register(job) -> None:
+    if job not in _periodic_jobs:
+        _periodic_jobs.append(job)
+
+
+def _run_periodic_jobs() -> None:
+    for job in list(_periodic_jobs):
+        try:
+            job()
+        except Exception:
+            logger.exception("periodic job %r failed", job)
 
 
 class Subscriber(Protocol):
@@ -72,6 +90,7 @@ class Hub:
     def __init__(self):
         self.feeds: dict[str, TopicFeed] = {}
         self._listener: asyncio.Task | None = None
+        self._housekeeper: asyncio.Task | None = None
 
     @classmethod
     def for_running_loop(cls) -> "Hub":
@@ -84,6 +103,14 @@ class Hub:
     def ensure_listening(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="live-hub-listen")
+        if self._housekeeper is None or self._housekeeper.done():
+            self._housekeeper = asyncio.create_task(self._housekeep(), name="live-hub-jobs")
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+            if self.feeds:
+                await database_sync_to_async(_run_periodic_jobs)()
 
     # Subscriptions
     # -------------

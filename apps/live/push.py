@@ -32,3 +32,17 @@ def machines_changed(machine_ids) -> None:
     except Exception:
         # The change is committed; screens catch up at their next sweep.
         logger.warning("could not announce changed machines %s", ids, exc_info=True)
+
+
+def user_group(user_id: int) -> str:
+    return f"live.user.{user_id}"
+
+
+def toast_to_user(*, user_id: int, html: str) -> None:
+    """Show a notice (rendered HTML) on every page the user has open."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            user_group(user_id), {"type": "live.toast", "html": html}
+        )
+    except Exception:
+        logger.warning("could not send a notice to user %s", user_id, exc_info=True)

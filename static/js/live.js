@@ -62,10 +62,28 @@
   // DOM updates
   // -----------
 
-  function queueFragments(html) {
+  // The regions of a message are sibling elements in one string, and a
+  // <template> keeps parsing in the mode its first element set: after the
+  // line KPIs (<dl>) the machine rows' <tr> tags were dropped. Rows are
+  // therefore also read from a parse inside a table.
+  function regionsOf(html) {
     var template = document.createElement("template");
     template.innerHTML = html;
-    Array.prototype.forEach.call(template.content.children, function (element) {
+    var elements = Array.prototype.slice.call(template.content.children);
+    if (/<tr[\s>]/i.test(html)) {
+      var table = document.createElement("template");
+      table.innerHTML = "<table><tbody>" + html + "</tbody></table>";
+      Array.prototype.forEach.call(table.content.children, function (element) {
+        if (element.tagName === "TABLE" && element.tBodies.length) {
+          elements = elements.concat(Array.prototype.slice.call(element.tBodies[0].rows));
+        }
+      });
+    }
+    return elements;
+  }
+
+  function queueFragments(html) {
+    regionsOf(html).forEach(function (element) {
       if (!element.id) return;
       if (!(element.id in pending)) pendingOrder.push(element.id);
       pending[element.id] = element.outerHTML;  // the newest version of a region wins
@@ -133,10 +151,26 @@
         send({ type: "pong", ts: message.ts });
         if (state === "stale") setState("connected", "Live");
         break;
+      case "toast":
+        showToast(message.html);
+        break;
       case "error":
         console.warn("live: " + message.error);
         break;
     }
+  }
+
+  // Notices for this user (a refused change, a lock taken over by another
+  // operator) stay on screen for a while, then go.
+  function showToast(html) {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var toast = template.content.firstElementChild;
+    if (!toast) return;
+    box.appendChild(toast);
+    setTimeout(function () { toast.remove(); }, 8000);
   }
 
   function watchHeartbeat() {
