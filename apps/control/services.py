@@ -177,7 +177,7 @@ def setpoint_batch_request(
         raise _refused_in_safety_state(in_safety_state)
     with transaction.atomic():
         locked = list(
-            Machine.objects.select_for_update(no_key=True)
+            Machine.objects.select_for_update(no_key=True, of=("self",))
             .select_related("line")
             .filter(pk__in=[m.pk for m in machines.values()])
             .order_by("pk")
@@ -191,7 +191,7 @@ def setpoint_batch_request(
             tx_id=tx_id or uuid.uuid4(), source=source, actor=actor, expires_at=now + LOCK_TTL
         )
         previous = list(
-            PendingLock.objects.select_for_update()
+            PendingLock.objects.select_for_update(of=("self",))
             .select_related("tx__actor", "machine")
             .filter(
                 machine__in=locked,
@@ -373,7 +373,7 @@ def command_answer(
         return 0
     with transaction.atomic():
         locks = list(
-            PendingLock.objects.select_for_update()
+            PendingLock.objects.select_for_update(of=("self",))
             .select_related("tx")
             .filter(tx_id=tx_id, machine=machine, state=State.INFLIGHT)
         )

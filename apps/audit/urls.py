@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "audit"
+urlpatterns = [
+    path("", views.audit_list, name="list"),
+    path("export.xlsx", views.audit_export, name="export"),
+    path("tx/<uuid:tx_id>/", views.audit_tx_detail, name="tx"),
+]

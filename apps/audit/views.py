@@ -1,0 +1,65 @@
+from django.contrib.auth.decorators import permission_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from apps.control.selectors import control_transaction_detail
+
+from . import selectors
+from .exports import audit_events_xlsx
+from .forms import AuditFilterForm
+
+can_read_audit = permission_required("audit.view_audit_list", raise_exception=True)
+
+
+def _filters(request) -> tuple[AuditFilterForm, selectors.AuditFilters]:
+    form = AuditFilterForm(request.GET or None)
+    if form.is_bound and form.is_valid():
+        data = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+        if "tx" in data:
+            data["tx"] = str(data["tx"])
+        return form, selectors.AuditFilters(**data)
+    return form, selectors.AuditFilters()
+
+
+@can_read_audit
+def audit_list(request):
+    form, filters = _filters(request)
+    try:
+        before = int(request.GET["before"]) if request.GET.get("before") else None
+    except ValueError:
+        before = None
+    events, next_before = selectors.audit_event_page(filters=filters, before=before)
+    query = request.GET.copy()
+    query.pop("before", None)
+    context = {
+        "form": form,
+        "events": events,
+        "next_before": next_before,
+        "query": query.urlencode(),
+    }
+    template = "audit/list.html#event_table" if request.htmx else "audit/list.html"
+    return render(request, template, context)
+
+
+@can_read_audit
+def audit_tx_detail(request, tx_id):
+    tx = control_transaction_detail(tx_id=tx_id)
+    events = list(selectors.audit_events_for_tx(tx_id=tx_id))
+    if tx is None and not events:
+        raise Http404("No such transaction.")
+    return render(request, "audit/tx_detail.html", {"tx": tx, "tx_id": tx_id, "events": events})
+
+
+@can_read_audit
+def audit_export(request):
+    _form, filters = _filters(request)
+    data, truncated = audit_events_xlsx(events=selectors.audit_event_list(filters=filters))
+    response = HttpResponse(
+        data, content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.xlsx"'
+    if truncated:
+        response["X-Export-Truncated"] = "true"
+    return response
