@@ -70,8 +70,9 @@ def _machine_region_oob(machine: Machine, on_machine_page: bool) -> str:
     else:
         template = "dashboard/_machine.html#machine_row"
     html = render_to_string(template, {"view": view})
-    # Mark the region's root element for an out-of-band swap by its id.
-    return html.replace(' id="', ' hx-swap-oob="true" id="', 1)
+    # Mark the region's root element for an out-of-band swap by its id; a
+    # <template> keeps a table row intact while htmx parses the response.
+    return "<template>" + html.replace(' id="', ' hx-swap-oob="true" id="', 1) + "</template>"
 
 
 def _messages(exc: ValidationError) -> list[str]:
