@@ -4,5 +4,6 @@ simulator.py  machines and sensor signals (pure, seeded)
 queue.py      the durable offline queue (SQLite) with its quarantine
 sender.py     one HTTP POST and what its answer means; backoff
 agent.py      the producer and sender threads that tie them together
+commands.py   the command channel: setpoints from the server over a WebSocket
 plant.py      what to simulate, read from the local database (and --demo)
 """

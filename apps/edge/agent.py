@@ -9,8 +9,8 @@ time (`produce_once`, `send_once`) so tests can drive them without threads.
 
 Extension point: `channels` are objects with `start(agent)` and `stop()`
 run alongside the two loops. The server-to-gateway command channel (a
-WebSocket) will be one of them, applying commands through `apply()`, which
-serialises them with the producer's access to the simulated plant.
+WebSocket, commands.py) is one of them, applying commands through `apply()`,
+which serialises them with the producer's access to the simulated plant.
 """
 
 import logging

@@ -22,6 +22,8 @@ STATUSES = (
     "SAFETY_INTERLOCK",
 )
 MODES = ("RUN", "IDLE", "MAINTENANCE")
+# A machine in one of these is held by its safety chain: no remote setpoint moves it.
+CRITICAL_STATUSES = frozenset({"EMERGENCY_STOP", "FAULT", "MAINTENANCE_LOCK", "SAFETY_INTERLOCK"})
 
 NOMINAL = {key: nominal for key, _l, _u, _lo, _hi, nominal in [*SENSOR_FAMILIES, SPEED_SENSOR]}
 NOMINAL_SPEED = NOMINAL["speed"]
@@ -90,6 +92,21 @@ class MachineState:
         elif status == "MAINTENANCE_LOCK":
             self.mode = "MAINTENANCE"
         # A stop, a fault or an e-stop leaves the mode selector where it was.
+
+    def set_mode(self, mode: str) -> None:
+        """The mode selector, turned remotely: RUN starts an idle or stopped machine,
+        IDLE idles a running one, MAINTENANCE stops it. Never a critical status."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if self.status in CRITICAL_STATUSES:
+            raise ValueError(f"machine in {self.status}")
+        self.mode = mode
+        if mode == "RUN":
+            self.status = "RUNNING"
+        elif mode == "IDLE":
+            self.status = "IDLE"
+        elif self.status in ("RUNNING", "IDLE"):
+            self.status = "STOPPED"
 
     def advance(self, dt: float) -> None:
         rate = self.ramp_rate * STOP_RAMP.get(self.status, 1.0)
@@ -211,8 +228,11 @@ class Simulator:
         return any(w.machine == code and w.covers(t) for w in self.offline)
 
     def set_target_speed(self, code: str, value: float) -> None:
-        """For the command channel to come: a setpoint from the server."""
+        """A setpoint from the server: the speed ramps toward it at the ramp rate."""
         self.by_code[code].target_speed = float(value)
+
+    def set_mode(self, code: str, mode: str) -> None:
+        self.by_code[code].set_mode(mode)
 
     def step(self, t: float) -> list[dict]:
         """Advance to `t` seconds after start; frames of the machines that are online."""

@@ -9,9 +9,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.edge.queue import OfflineQueue
+from apps.edge.sender import HttpSender
 from apps.plant.models import Gateway
 from apps.plant.services import demo_sensor_specs, gateway_issue
 from tests.support.processes import ROOT
+
+from .fake_gateway import FakeGatewayServer
+from .support import command
 
 
 def run(*args):
@@ -144,3 +148,77 @@ def queue_depth(path) -> int:
         return queue.depth()
     finally:
         queue.close()
+
+
+@pytest.fixture
+def telemetry_to(monkeypatch):
+    """Telemetry to the fake HTTP server, commands to --server (the fake gateway socket)."""
+    from apps.edge.management.commands import run_gateway
+
+    def point(url):
+        monkeypatch.setattr(
+            run_gateway, "HttpSender", lambda _server, token: HttpSender(url, token, timeout=2)
+        )
+
+    return point
+
+
+@pytest.mark.parametrize(
+    "options, expires_in, answer, target, summary",
+    [
+        ([], 30, ("ack", None), 2100, "1 received, 1 applied"),
+        (["--command-delay", "0.2"], 30, ("ack", None), 2100, "1 received, 1 applied"),
+        (["--command-delay", "0.3"], 0.1, ("nack", "expired"), None, "1 refused (1 expired)"),
+        (
+            ["--reject-commands"],
+            30,
+            ("nack", "rejected by gateway (test mode)"),
+            None,
+            "1 received, 0 applied, 0 duplicates acknowledged again, 1 refused",
+        ),
+        (["--ignore-commands"], 30, None, None, "1 ignored"),
+    ],
+)
+def test_it_answers_commands_as_its_options_say(
+    server, token, tmp_path, telemetry_to, options, expires_in, answer, target, summary
+):
+    telemetry_to(server.url)
+    with FakeGatewayServer() as gateway:
+        gateway.pending = [command("tx-1", target_speed=2100, expires_in=expires_in)]
+        out, _ = run(
+            *("--token", token, "--server", gateway.url, "--queue", str(tmp_path / "q.sqlite3")),
+            *"--machines m:401 --rate 10 --duration 0.8 --seed 1".split(),
+            *options,
+        )
+    assert gateway.handshakes[0]["headers"]["Authorization"] == f"Bearer {token}"
+    assert f"<- ws://127.0.0.1:{gateway.port}/ws/gateway/" in out
+    received = [(m["type"], m.get("reason")) for m in gateway.received]
+    assert received == ([answer] if answer else [])
+    targets = [f["target_speed"] for frames in server.stored.values() for f in frames]
+    assert (targets[-1] == 2100) is (target == 2100)
+    assert summary in out
+    assert "delivered 8 frames" in out
+
+
+def test_it_can_run_without_the_command_channel(server, token, tmp_path):
+    with FakeGatewayServer() as gateway:
+        out, _ = run(
+            *("--token", token, "--server", server.url, "--queue", str(tmp_path / "q.sqlite3")),
+            *"--machines m:401 --rate 10 --duration 0.3 --no-commands".split(),
+        )
+    assert gateway.handshakes == []
+    assert "Commands: off (--no-commands)" in out
+    assert "delivered 3 frames" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--reject-commands", "--ignore-commands"], "not allowed with"),
+        (["--no-commands", "--reject-commands"], "not allowed with"),
+        (["--command-delay", "-1"], "must not be negative"),
+    ],
+)
+def test_it_refuses_bad_command_options(token, tmp_path, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("--token", token, *args, "--queue", str(tmp_path / "q.sqlite3"), "--duration", "0")

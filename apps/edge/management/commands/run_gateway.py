@@ -85,10 +85,58 @@ class Command(BaseCommand):
         parser.add_argument("--max-frames", type=int, default=500, help="frames per batch")
         parser.add_argument("--backoff-cap", type=float, default=30.0, help="seconds")
         parser.add_argument("--progress-every", type=float, default=2.0, help="seconds")
+        commands = parser.add_mutually_exclusive_group()
+        commands.add_argument(
+            "--no-commands",
+            action="store_true",
+            help="do not open the command channel (no setpoints from the server)",
+        )
+        commands.add_argument(
+            "--reject-commands",
+            action="store_true",
+            help="test mode: nack every command with 'rejected by gateway (test mode)'",
+        )
+        commands.add_argument(
+            "--ignore-commands",
+            action="store_true",
+            help="test mode: receive commands but neither apply nor answer them (they expire)",
+        )
+        parser.add_argument(
+            "--command-delay",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait this long before applying and acknowledging a command (default 0)",
+        )
         parser.add_argument(
             "--show-quarantine",
             action="store_true",
             help="list the batches the server rejected, then exit",
+        )
+
+    def _command_channel(self, o, token: str):
+        # Imported here so a gateway without the websockets package runs with --no-commands.
+        try:
+            from apps.edge.commands import CommandChannel, CommandMode
+        except ImportError as exc:
+            raise CommandError(
+                f"the command channel needs the websockets package ({exc}); "
+                "install it or pass --no-commands"
+            ) from exc
+
+        mode = CommandMode.APPLY
+        if o["reject_commands"]:
+            mode = CommandMode.REJECT
+        elif o["ignore_commands"]:
+            mode = CommandMode.IGNORE
+        if o["command_delay"] < 0:
+            raise ValueError("--command-delay must not be negative")
+        return CommandChannel(
+            o["server"],
+            token,
+            mode=mode,
+            delay=o["command_delay"],
+            backoff=Backoff(base=0.5, cap=o["backoff_cap"]),
         )
 
     def _queue_path(self, options, name: str) -> str:
@@ -128,6 +176,7 @@ class Command(BaseCommand):
                 offline=_parsed(Window.parse_machine, o["offline"]),
             )
             sender = HttpSender(o["server"], token)
+            channels = [] if o["no_commands"] else [self._command_channel(o, token)]
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -145,6 +194,7 @@ class Command(BaseCommand):
             link_offline=_parsed(Window.parse_link, o["link_offline"]),
             out=lambda line: self.stdout.write(line),
             progress_every=o["progress_every"],
+            channels=channels,
         )
         stats = queue.stats()
         sensors = sum(len(keys) for keys in plant.machine_sensors.values())
@@ -154,6 +204,12 @@ class Command(BaseCommand):
             f"({stats['queued_batches']} batches waiting, "
             f"{stats['quarantined_batches']} quarantined)."
         )
+        if channels:
+            channel = channels[0]
+            delay = f", after {o['command_delay']:g}s" if o["command_delay"] else ""
+            self.stdout.write(f"Commands: {channel.mode}{delay} <- {channel.url}")
+        else:
+            self.stdout.write("Commands: off (--no-commands)")
 
         def on_signal(signum, _frame):
             self.stdout.write(
@@ -178,6 +234,13 @@ class Command(BaseCommand):
             f"batches still queued, {stats['quarantined_batches']} quarantined, "
             f"{stats['dropped_frames']} frames dropped (queue full)."
         )
+        if channels:
+            c = channels[0].counters
+            self.stdout.write(
+                f"Commands: {c.received} received, {c.applied} applied, "
+                f"{c.duplicates} duplicates acknowledged again, {c.refused} refused "
+                f"({c.expired} expired), {c.ignored} ignored."
+            )
         if counters.dropped_frames or stats["quarantined_batches"]:
             self.stderr.write("Some data did not reach the server: see the counts above.")
 
