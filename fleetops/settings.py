@@ -12,6 +12,10 @@ from pathlib import Path
 
 import environ
 from django.utils.csp import CSP
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -213,6 +217,10 @@ if REDIS_URL:
                         "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
                         "socket_connect_timeout": 5,
                         "health_check_interval": 15,
+                        # Reconnect and retry once Redis is back (after a
+                        # restart) instead of failing the first send.
+                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5),
+                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
                     }
                 ],
                 "prefix": env.str("CHANNEL_PREFIX", default="fleetops"),

@@ -201,6 +201,11 @@
   document.addEventListener("htmx:wsOpen", function (event) {
     socket = event.detail.event.target;
     wrapper = event.detail.socketWrapper;
+    if (paused) {
+      // htmx's own reconnect timer fired while the tab was hidden.
+      socket.close(1000, "tab hidden");
+      return;
+    }
     subscribeAll();
   });
 
