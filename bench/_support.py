@@ -1,0 +1,289 @@
+"""Shared plumbing of the benchmarks: the services check, the dedicated
+database each benchmark creates and drops, daphne processes serving it,
+sizes from the environment, percentiles and session cookies.
+
+Nothing here touches the `fleetops` or `test_*` databases: every benchmark
+runs in `BENCH_DATABASE_NAME` (default `fleetops_bench`), created from the
+`postgres` maintenance database and dropped afterwards.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import connections
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CHANNEL_PREFIX = "fleetops-bench"
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class BenchUnavailable(SystemExit):
+    """A service the benchmark needs is missing; the message says which."""
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        raise BenchUnavailable(f"{name} must be an integer") from None
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        raise BenchUnavailable(f"{name} must be a number") from None
+
+
+def percentile(values, p: float) -> float:
+    """Nearest-rank percentile (p in 0-100); nan for no values."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    rank = max(1, min(len(data), int(-(-p * len(data) // 100))))
+    return data[rank - 1]
+
+
+# Services
+# --------
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise BenchUnavailable(
+            "The benchmarks need PostgreSQL and Redis: run `make bench`, or set "
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/fleetops and "
+            "REDIS_URL=redis://127.0.0.1:6379/14 (got DATABASE_URL="
+            f"{url or 'unset'})."
+        )
+    return url
+
+
+def services_require(*, who: str) -> None:
+    """Fail with a clear message when PostgreSQL or Redis does not answer."""
+    import psycopg
+    import redis
+
+    url = _database_url()
+    parsed = urlparse(url)
+    try:
+        psycopg.connect(_admin_conninfo(), connect_timeout=3).close()
+    except Exception as exc:
+        raise BenchUnavailable(
+            f"{who}: PostgreSQL at {parsed.hostname}:{parsed.port or 5432} is unreachable "
+            f"({exc}). Start it (`make services`) or fix DATABASE_URL."
+        ) from None
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url:
+        raise BenchUnavailable(f"{who}: REDIS_URL is not set; the benchmarks need Redis.")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        raise BenchUnavailable(
+            f"{who}: Redis at {redis_url} is unreachable ({exc}). "
+            "Start it (`make services`) or fix REDIS_URL."
+        ) from None
+
+
+def _admin_conninfo(dbname: str = "postgres") -> str:
+    parsed = urlparse(_database_url())
+    return parsed._replace(path="/" + dbname).geturl()
+
+
+def bench_database_name() -> str:
+    name = os.environ.get("BENCH_DATABASE_NAME", "fleetops_bench")
+    if (
+        not name.replace("_", "").isalnum()
+        or "bench" not in name
+        or name.startswith("test_")
+        or name in ("fleetops", "postgres", "template0", "template1")
+    ):
+        raise BenchUnavailable(
+            f"BENCH_DATABASE_NAME={name!r}: the benchmark database is created and dropped, "
+            "so its name must contain 'bench' and not be fleetops or test_*."
+        )
+    return name
+
+
+def bench_database_url() -> str:
+    return _admin_conninfo(bench_database_name())
+
+
+@contextmanager
+def bench_database():
+    """Create the dedicated database, migrate it, point Django (and the
+    channel layer / cache prefixes) at it; drop it on the way out."""
+    import psycopg
+    from channels.layers import channel_layers
+    from django.core.management import call_command
+
+    name = bench_database_name()
+    with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    default = settings.DATABASES["default"]
+    old_name = default["NAME"]
+    old_layers = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix")
+    connections.close_all()
+    default["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
+    if "CONFIG" in settings.CHANNEL_LAYERS["default"]:
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = CHANNEL_PREFIX
+    settings.CACHES["default"]["KEY_PREFIX"] = CHANNEL_PREFIX
+    channel_layers.backends.clear()
+    try:
+        call_command("migrate", verbosity=0, interactive=False)
+        yield bench_database_url()
+    finally:
+        connections.close_all()
+        default["NAME"] = old_name
+        connections["default"].settings_dict["NAME"] = old_name
+        if old_layers is not None:
+            settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = old_layers
+        channel_layers.backends.clear()
+        with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fast_hashers():
+    """Seeding creates demo users; PBKDF2 would cost seconds of CPU."""
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=FAST_HASHERS):
+        yield
+
+
+# Processes
+# ---------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"daphne on port {port} exited with {proc.returncode}; "
+                f"see var/bench-daphne-{port}.log"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"daphne: nothing listening on {port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def child_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=bench_database_url(),
+        DJANGO_SETTINGS_MODULE="fleetops.settings",
+        CHANNEL_PREFIX=CHANNEL_PREFIX,
+        PASSWORD_HASHERS=",".join(FAST_HASHERS),
+        LOG_LEVEL="WARNING",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@contextmanager
+def daphne_servers(count: int, *, args: tuple[str, ...] = (), **env):
+    """`count` daphne processes on free ports serving the bench database;
+    yields their base URLs. Logs go to var/bench-daphne-<port>.log."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    procs: list[tuple[subprocess.Popen, object]] = []
+    urls = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            log = open(ROOT / "var" / f"bench-daphne-{port}.log", "w")
+            proc = subprocess.Popen(
+                [
+                    str(BIN / "daphne"),
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    *args,
+                    "fleetops.asgi:application",
+                ],
+                cwd=ROOT,
+                env=child_env(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            procs.append((proc, log))
+            urls.append((port, proc))
+        for port, proc in urls:
+            _wait_for_port(port, proc, timeout=60)
+        yield [f"http://127.0.0.1:{port}" for port, _ in urls]
+    finally:
+        for proc, log in procs:
+            _stop(proc)
+            log.close()
+
+
+@contextmanager
+def python_server(module: str, *args: str, port: int):
+    """Run `python -m module args...` (a bench-only server) until the block ends."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / f"bench-{module.rsplit('.', 1)[-1]}-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port, proc, timeout=30)
+        yield proc
+    finally:
+        _stop(proc)
+        log.close()
+
+
+# Auth
+# ----
+
+
+def session_cookie_for(user) -> str:
+    """A Cookie header value logging `user` in, as a browser would send it."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    cookie = SimpleCookie()
+    cookie[settings.SESSION_COOKIE_NAME] = session.session_key
+    return cookie.output(header="", attrs=[]).strip()
