@@ -12,10 +12,6 @@ from pathlib import Path
 
 import environ
 from django.utils.csp import CSP
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -217,10 +213,6 @@ if REDIS_URL:
                         "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
                         "socket_connect_timeout": 5,
                         "health_check_interval": 15,
-                        # Reconnect and retry once Redis is back (after a
-                        # restart) instead of failing the first send.
-                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 5),
-                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
                     }
                 ],
                 "prefix": env.str("CHANNEL_PREFIX", default="fleetops"),
@@ -256,6 +248,11 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
     # Pending locks expire 10 s after the request (daphne processes with
     # sockets also do this every second).
+    # Uploads left queued (broker down) or parsing (worker killed) are re-queued.
+    "workbooks-requeue-stuck": {
+        "task": "apps.workbooks.tasks.workbooks_requeue_stuck",
+        "schedule": 120.0,
+    },
     "control-locks-housekeeping": {
         "task": "apps.control.tasks.locks_housekeeping_task",
         "schedule": 2.0,
@@ -268,6 +265,11 @@ TELEMETRY_MAX_BODY_BYTES = env.int("TELEMETRY_MAX_BODY_BYTES", default=8 * 1024 
 # Per gateway token bucket; a frame costs 1 plus 1 per reading.
 TELEMETRY_RATE_PER_SECOND = env.int("TELEMETRY_RATE_PER_SECOND", default=250_000)
 TELEMETRY_RATE_BURST = env.int("TELEMETRY_RATE_BURST", default=2_500_000)
+
+# Workbook uploads (apps/workbooks)
+# ---------------------------------
+WORKBOOK_MAX_UPLOAD_BYTES = env.int("WORKBOOK_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
+WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=20_000)
 
 # Cache: the per-gateway rate bucket must be shared by every process.
 if REDIS_URL:

@@ -61,9 +61,11 @@ class TopicFeed:
     topic: Topic
     subscribers: set = field(default_factory=set)
     seq: int = 0
-    last: dict[str, str] = field(default_factory=dict)
+    # What every subscriber has: region id -> (html, audience), as of `seq`.
+    last: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     dirty: bool = True
-    last_render: float = 0.0
+    last_render: float = float("-inf")
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task | None = None
     renders: int = 0
@@ -135,40 +137,45 @@ class Hub:
             del self.feeds[topic_name]
 
     async def send_snapshot(self, topic_name: str, subscriber: Subscriber) -> None:
-        """A fresh rendering of every region, tagged with the current seq.
+        """Every region as of the feed's current seq.
 
-        Taken under the feed's lock, so no delta can slip between the
-        snapshot and the next delta the subscriber sees.
+        The feed's last rendering is exactly what the deltas that follow
+        are diffed against, so it is the snapshot: a thousand sockets
+        subscribing at once cost one render, not a thousand. Only a feed
+        that has never rendered renders now. Taken under the feed's lock,
+        so no delta slips between the snapshot and the next delta.
         """
         feed = self.feeds.get(topic_name)
         if feed is None:
             return
         async with feed.lock:
-            regions = await self._render(feed)
-            # What this snapshot shows that the others have not seen yet goes
-            # to them now as a delta, so every socket on the topic agrees
-            # with the newest rendering and later diffs stay exact.
-            self._publish_changes(feed, regions, exclude=subscriber)
-            html = _html_for(regions, subscriber.allowed_lines)
+            if not feed.last:
+                regions = await self._render(feed)
+                feed.last_render = asyncio.get_running_loop().time()
+                self._publish_changes(feed, regions, exclude=subscriber)
+            html = _html_for(feed.last, subscriber.allowed_lines)
             subscriber.deliver(envelope("snapshot", topic_name, feed.seq, html))
 
     # Changes
     # -------
 
-    def mark_changed(self, *, machines: list[str], lines: list[str]) -> None:
-        machines_set, lines_set = set(machines), set(lines)
+    def mark_changed(self, *, machines: list[str], lines: list[str], topics=()) -> None:
+        machines_set, lines_set, topics_set = set(machines), set(lines), set(topics)
         for feed in self.feeds.values():
             topic = feed.topic
             if (
-                topic.kind == "global"
+                topic.name in topics_set
+                or (topic.kind == "global" and bool(machines_set or lines_set))
                 or (topic.kind == "line" and topic.key in lines_set)
                 or (topic.kind in ("machine", "chart") and topic.key in machines_set)
             ):
                 feed.dirty = True
+                feed.wakeup.set()
 
     def mark_all_changed(self) -> None:
         for feed in self.feeds.values():
             feed.dirty = True
+            feed.wakeup.set()
 
     async def _listen(self) -> None:
         layer = get_channel_layer()
@@ -180,7 +187,9 @@ class Hub:
                     await layer.group_add(CHANGES_GROUP, channel)
                 message = await layer.receive(channel)
                 self.mark_changed(
-                    machines=message.get("machines", []), lines=message.get("lines", [])
+                    machines=message.get("machines", []),
+                    lines=message.get("lines", []),
+                    topics=message.get("topics", []),
                 )
             except asyncio.CancelledError:
                 raise
@@ -198,15 +207,25 @@ class Hub:
         return await database_sync_to_async(render_topic)(feed.topic)
 
     async def _tick(self, feed: TopicFeed) -> None:
+        """Render when something changed, at most once per period (so a
+        burst of changes coalesces into one delta), and at least once per
+        sweep (so staleness shows). A change after a quiet spell goes out
+        at once instead of waiting for a fixed tick."""
         loop = asyncio.get_running_loop()
         while feed.subscribers:
-            await asyncio.sleep(feed.topic.period)
-            now = loop.time()
-            if not feed.dirty and now - feed.last_render < feed.topic.sweep:
-                continue
+            sweep_due = feed.last_render + feed.topic.sweep - loop.time()
+            if not feed.dirty and sweep_due > 0:
+                try:
+                    await asyncio.wait_for(feed.wakeup.wait(), timeout=sweep_due)
+                except TimeoutError:
+                    pass
+            feed.wakeup.clear()
+            too_soon = feed.last_render + feed.topic.period - loop.time()
+            if too_soon > 0:
+                await asyncio.sleep(too_soon)
             async with feed.lock:
                 feed.dirty = False
-                feed.last_render = now
+                feed.last_render = loop.time()
                 try:
                     regions = await self._render(feed)
                 except Exception:
@@ -219,14 +238,10 @@ class Hub:
         """Send the regions that differ from what subscribers have as one
         delta with the next seq; the text is built once per audience (the
         lines a subscriber may see), never once per socket."""
-        changed = {
-            rid: (html, audience)
-            for rid, (html, audience) in regions.items()
-            if feed.last.get(rid) != html
-        }
+        changed = {rid: region for rid, region in regions.items() if feed.last.get(rid) != region}
         if not changed:
             return
-        feed.last.update({rid: html for rid, (html, _) in changed.items()})
+        feed.last.update(changed)
         receivers = [s for s in feed.subscribers if s is not exclude]
         if not receivers:
             return  # nobody else to tell: the snapshot carries the current seq

@@ -17,21 +17,33 @@ from .hub import CHANGES_GROUP
 logger = logging.getLogger(__name__)
 
 
+def _group_send(group: str, message: dict) -> bool:
+    """Send, trying twice: the first send after a Redis restart meets a
+    dead pooled connection, the second gets a fresh one."""
+    for attempt in (1, 2):
+        try:
+            async_to_sync(get_channel_layer().group_send)(group, message)
+            return True
+        except Exception:
+            if attempt == 2:
+                logger.warning("could not send %s to %s", message.get("type"), group, exc_info=True)
+    return False
+
+
 def machines_changed(machine_ids) -> None:
     ids = list(machine_ids)
     if not ids:
         return
     pairs = list(Machine.objects.filter(pk__in=ids).values_list("code", "line__code"))
-    message = {
-        "type": "live.changes",
-        "machines": [code for code, _ in pairs],
-        "lines": sorted({line for _, line in pairs}),
-    }
-    try:
-        async_to_sync(get_channel_layer().group_send)(CHANGES_GROUP, message)
-    except Exception:
-        # The change is committed; screens catch up at their next sweep.
-        logger.warning("could not announce changed machines %s", ids, exc_info=True)
+    # If this is lost anyway, screens catch up at their next sweep (1-5 s).
+    _group_send(
+        CHANGES_GROUP,
+        {
+            "type": "live.changes",
+            "machines": [code for code, _ in pairs],
+            "lines": sorted({line for _, line in pairs}),
+        },
+    )
 
 
 def user_group(user_id: int) -> str:
@@ -40,9 +52,4 @@ def user_group(user_id: int) -> str:
 
 def toast_to_user(*, user_id: int, html: str) -> None:
     """Show a notice (rendered HTML) on every page the user has open."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            user_group(user_id), {"type": "live.toast", "html": html}
-        )
-    except Exception:
-        logger.warning("could not send a notice to user %s", user_id, exc_info=True)
+    _group_send(user_group(user_id), {"type": "live.toast", "html": html})

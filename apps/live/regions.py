@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.dashboard import selectors as dashboard
 from apps.plant.models import Line, Machine
+from apps.workbooks.live import upload_regions
 
 from .topics import Topic
 
@@ -85,4 +86,14 @@ def _chart(topic: Topic, now) -> Regions:
     return {f"chart-{machine.code.replace(':', '')}": (html, None)}
 
 
-_RENDERERS = {"global": _global, "line": _line, "machine": _machine, "chart": _chart}
+def _upload(topic: Topic, now) -> Regions:
+    return upload_regions(topic.key)
+
+
+_RENDERERS = {
+    "global": _global,
+    "line": _line,
+    "machine": _machine,
+    "chart": _chart,
+    "upload": _upload,
+}

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from apps.plant import selectors as plant
 from apps.plant.models import Line, Machine
+from apps.workbooks.live import upload_topic_allowed
 
 GLOBAL = "dashboard:global"
 _LINE_RE = re.compile(r"^line:(\d{2,4})$")
 _MACHINE_RE = re.compile(r"^m:\d+$")
 _CHART_RE = re.compile(r"^chart:(m:\d+):([a-z][a-z0-9_]{0,63})$")
+_UPLOAD_RE = re.compile(r"^upload:(\d{1,12})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +29,13 @@ class Topic:
     @property
     def period(self) -> float:
         """Seconds between ticks: changes are gathered for this long."""
-        return {"global": 5.0, "line": 1.0, "machine": 0.25, "chart": 2.0}[self.kind]
+        return {"global": 5.0, "line": 1.0, "machine": 0.25, "chart": 2.0, "upload": 0.5}[self.kind]
 
     @property
     def sweep(self) -> float:
         """Seconds between full re-renders even without a change event, so
         staleness shows and a lost event cannot freeze a screen."""
-        return {"global": 5.0, "line": 1.0, "machine": 1.0, "chart": 5.0}[self.kind]
+        return {"global": 5.0, "line": 1.0, "machine": 1.0, "chart": 5.0, "upload": 2.0}[self.kind]
 
 
 def parse(name: str) -> Topic | None:
@@ -45,6 +47,8 @@ def parse(name: str) -> Topic | None:
         return Topic(name, "machine", name)
     if match := _CHART_RE.match(name):
         return Topic(name, "chart", match.group(1), match.group(2))
+    if match := _UPLOAD_RE.match(name):
+        return Topic(name, "upload", match.group(1))
     return None
 
 
@@ -62,5 +66,7 @@ def topic_allowed(*, user, topic: str) -> bool:
     if parsed.kind == "line":
         line = Line.objects.filter(code=parsed.key).first()
         return line is not None and plant.line_can_view(user=user, line=line)
+    if parsed.kind == "upload":
+        return upload_topic_allowed(user, parsed.key)
     machine = Machine.objects.select_related("line").filter(code=parsed.key).first()
     return machine is not None and plant.line_can_view(user=user, line=machine.line)

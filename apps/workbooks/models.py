@@ -1,0 +1,79 @@
+"""Workbook uploads: one row per uploaded setpoint workbook, which is also
+the work queue of the parsing task."""
+
+from django.conf import settings
+from django.db import models
+
+# Errors and warnings kept on the row (the error report recomputes them all).
+STORED_MESSAGES_LIMIT = 1000
+
+
+class WorkbookUpload(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PARSING = "parsing"
+        # Parsed and validated; nothing applied (validate only, or no valid row).
+        PARSED = "parsed"
+        # Valid rows handed to control as one transaction of pending locks.
+        APPLIED = "applied"
+        # The file itself was refused (format, template, size, permission).
+        REJECTED = "rejected"
+        # Something broke on our side; the message says so, never a traceback.
+        FAILED = "failed"
+
+    ACTIVE = (Status.QUEUED, Status.PARSING)
+
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="workbook_uploads"
+    )
+    original_filename = models.CharField(max_length=255)
+    # Relative to VAR_DIR/uploads: outside the web root, never served as media.
+    stored_path = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    validate_only = models.BooleanField(default=False)
+    # The uploader's address, for the audit trail of the control transaction.
+    host = models.CharField(max_length=255, blank=True)
+    rows_total = models.PositiveIntegerField(null=True, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    # machine code -> {"target_speed": int, "mode": str?} of the valid rows.
+    changes = models.JSONField(default=dict, blank=True)
+    tx_id = models.UUIDField(null=True, blank=True)
+    transaction = models.OneToOneField(
+        "control.ControlTransaction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="workbook_upload",
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "updated_at"])]
+
+    def __str__(self):
+        return f"upload {self.pk} {self.original_filename} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def percent(self) -> int:
+        if not self.rows_total:
+            return 100 if not self.is_active else 0
+        return min(100, round(100 * self.rows_done / self.rows_total))
+
+    @property
+    def topic(self) -> str:
+        return f"upload:{self.pk}"

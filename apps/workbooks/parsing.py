@@ -1,0 +1,619 @@
+"""Reading an uploaded setpoint workbook: pre-checks, the header, casting and
+validation of every row, and the ParsedBatch the control layer is fed with.
+
+Reader choice: openpyxl in read-only mode (streaming SAX over defusedxml,
+formula cells read through their cached values). python-calamine is ~10x
+faster, but it materialises the whole sheet as a dense range: a 5 KB
+workbook with one cell at XFD1048576 makes it allocate 512 GB and *abort*
+the worker process (a Rust OOM, not a catchable exception). openpyxl
+streams rows, so memory stays flat however far the cells are spread, and
+its ~25-30K rows/s parse a 10 MB upload well inside the task time limit.
+
+Nothing here touches the database except through `plant` selectors and the
+`MachineIndex`, so the rules are tested on workbooks built in the tests.
+"""
+
+import math
+import re
+import uuid
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from openpyxl.utils import get_column_letter
+
+REQUIRED_COLUMNS = ("Machine ID", "Target Speed")
+OPTIONAL_COLUMNS = ("Mode",)
+MODES = ("RUN", "IDLE", "MAINTENANCE")
+TARGET_SPEED_MIN, TARGET_SPEED_MAX = 0, 3000
+MACHINE_ID_RE = re.compile(r"^m:\d+$")
+HEADER_SEARCH_ROWS = 10
+# Columns beyond this are never read: extra columns are ignored anyway,
+# and a row padded to column XFD would cost 16K cells per row.
+MAX_COLUMNS = 64
+CHUNK_ROWS = 500
+
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+SAVE_AS_XLSX = "Open it in Excel or LibreOffice and save it as an Excel Workbook (.xlsx)."
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+def max_upload_bytes() -> int:
+    return _setting("WORKBOOK_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+
+
+class WorkbookRejected(Exception):
+    """The whole file is refused; `message` is shown to the user as is."""
+
+    def __init__(self, message: str, code: str = "rejected"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+EXTENSION_MESSAGES = {
+    ".xls": "This is a legacy Excel 97-2003 workbook (.xls), which is not accepted. ",
+    ".xlsb": "This is an Excel binary workbook (.xlsb), which is not accepted. ",
+    ".xlsm": "This is a macro-enabled workbook (.xlsm); macros are not accepted. ",
+    ".ods": "This is an OpenDocument spreadsheet (.ods), which is not accepted. ",
+    ".csv": "This is a CSV text file, which is not accepted. ",
+}
+
+
+def check_extension(filename: str) -> None:
+    suffix = Path(filename or "").suffix.lower()
+    if suffix == ".xlsx":
+        return
+    if suffix in EXTENSION_MESSAGES:
+        raise WorkbookRejected(EXTENSION_MESSAGES[suffix] + SAVE_AS_XLSX, "format")
+    raise WorkbookRejected(
+        f"Only Excel workbooks (.xlsx) are accepted, not '{suffix or 'no extension'}' files. "
+        + SAVE_AS_XLSX,
+        "format",
+    )
+
+
+# Pre-checks
+# ----------
+
+
+def _ole2_message(path: Path) -> str:
+    # An OLE2 container is either a legacy .xls/.xlsb export or an
+    # encrypted OOXML package; the latter names its streams in UTF-16.
+    with open(path, "rb") as handle:
+        data = handle.read(max_upload_bytes() + 1)
+    if (
+        "EncryptedPackage".encode("utf-16-le") in data
+        or "EncryptionInfo".encode("utf-16-le") in data
+    ):
+        return (
+            "This workbook is password protected (encrypted), so it cannot be read. "
+            "Remove the password in Excel (File › Info › Protect Workbook) and upload "
+            "the .xlsx again."
+        )
+    return "This is a legacy Excel 97-2003 workbook (.xls), which is not accepted. " + SAVE_AS_XLSX
+
+
+def precheck(path: Path, *, deep: bool = False) -> None:
+    """Refuse anything that is not a sane .xlsx before any XML is parsed.
+
+    The cheap part (magic bytes, the zip directory, declared sizes, the
+    kind of package) runs in the upload form; `deep` also inflates every
+    entry with a byte counter, which catches truncated archives and zip
+    entries that lie about their size, and runs in the task.
+    """
+    max_entries = _setting("WORKBOOK_MAX_ZIP_ENTRIES", 1000)
+    max_entry = _setting("WORKBOOK_MAX_ENTRY_BYTES", 100 * 1024 * 1024)
+    max_total = _setting("WORKBOOK_MAX_UNCOMPRESSED_BYTES", 250 * 1024 * 1024)
+    max_shared = _setting("WORKBOOK_MAX_SHARED_STRINGS_BYTES", 50 * 1024 * 1024)
+    max_ratio = _setting("WORKBOOK_MAX_COMPRESSION_RATIO", 200)
+
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise WorkbookRejected("The file is empty.", "empty")
+    if head.startswith(OLE2_MAGIC):
+        raise WorkbookRejected(_ole2_message(path), "format")
+    if not head.startswith(ZIP_MAGICS):
+        raise WorkbookRejected(
+            "This file is not an Excel workbook (an .xlsx file is a zip package; this one "
+            "is not). " + SAVE_AS_XLSX,
+            "format",
+        )
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise WorkbookRejected(
+            "The workbook is damaged or truncated (its zip package cannot be opened). "
+            "Save it again from Excel or LibreOffice as .xlsx and upload the new file.",
+            "corrupt",
+        ) from exc
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > max_entries:
+            raise WorkbookRejected(
+                f"The workbook package holds {len(infos)} parts (at most {max_entries} are "
+                "accepted).",
+                "too_big",
+            )
+        names = {info.filename for info in infos}
+        _check_package_kind(archive, names)
+        total = 0
+        for info in infos:
+            total += info.file_size
+            limit = max_shared if info.filename == "xl/sharedStrings.xml" else max_entry
+            ratio = info.file_size / max(info.compress_size, 1)
+            if (
+                info.file_size > limit
+                or total > max_total
+                or (info.file_size > 1024 * 1024 and ratio > max_ratio)
+            ):
+                raise WorkbookRejected(
+                    "The workbook expands to far more data than a setpoint sheet needs "
+                    f"(part {info.filename[:80]!r}); it is refused as a possible zip bomb.",
+                    "too_big",
+                )
+        if deep:
+            _inflate_all(archive, infos, max_entry, max_shared)
+
+
+def _check_package_kind(archive: zipfile.ZipFile, names: set[str]) -> None:
+    if "mimetype" in names:
+        mimetype = archive.read("mimetype")[:100]
+        if b"opendocument" in mimetype:
+            raise WorkbookRejected(EXTENSION_MESSAGES[".ods"] + SAVE_AS_XLSX, "format")
+    if "xl/workbook.bin" in names:
+        raise WorkbookRejected(EXTENSION_MESSAGES[".xlsb"] + SAVE_AS_XLSX, "format")
+    content_types = b""
+    if "[Content_Types].xml" in names:
+        info = archive.getinfo("[Content_Types].xml")
+        if info.file_size < 1024 * 1024:
+            content_types = archive.read(info)
+    if "xl/vbaProject.bin" in names or b"macroEnabled" in content_types:
+        raise WorkbookRejected(EXTENSION_MESSAGES[".xlsm"] + SAVE_AS_XLSX, "format")
+    if "xl/workbook.xml" not in names:
+        raise WorkbookRejected(
+            "This zip file is not an Excel workbook (it has no xl/workbook.xml part). "
+            + SAVE_AS_XLSX,
+            "format",
+        )
+
+
+def _inflate_all(archive, infos, max_entry: int, max_shared: int) -> None:
+    for info in infos:
+        limit = max_shared if info.filename == "xl/sharedStrings.xml" else max_entry
+        seen = 0
+        try:
+            with archive.open(info) as stream:
+                while chunk := stream.read(1024 * 1024):
+                    seen += len(chunk)
+                    if seen > limit:
+                        raise WorkbookRejected(
+                            "The workbook expands to far more data than it declares; it is "
+                            "refused as a possible zip bomb.",
+                            "too_big",
+                        )
+        except WorkbookRejected:
+            raise
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            NotImplementedError,
+            RuntimeError,
+            ValueError,
+        ) as exc:
+            raise WorkbookRejected(
+                "The workbook is damaged or truncated (a part of its zip package cannot be "
+                "read). Save it again from Excel or LibreOffice as .xlsx and upload the new file.",
+                "corrupt",
+            ) from exc
+
+
+# Reading rows
+# ------------
+
+
+@dataclass
+class Header:
+    row: int
+    sheet: str
+    columns: dict[str, int]  # canonical column name -> 0-based index
+    width: int  # cells of the header row, up to MAX_COLUMNS
+    titles: tuple = ()  # the header cells as the user wrote them
+
+    def letter(self, name: str) -> str:
+        return get_column_letter(self.columns[name] + 1)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _open_first_sheet(path: Path):
+    from openpyxl import load_workbook
+
+    try:
+        with warnings.catch_warnings():
+            # Foreign files trigger openpyxl's "no default style" chatter.
+            warnings.simplefilter("ignore")
+            workbook = load_workbook(path, read_only=True, data_only=True, keep_links=False)
+    except WorkbookRejected:
+        raise
+    except Exception as exc:  # openpyxl raises anything from KeyError to XML errors
+        raise WorkbookRejected(
+            "The workbook could not be read: it is damaged or was not saved by Excel or "
+            "LibreOffice. Save it again as .xlsx and upload the new file.",
+            "corrupt",
+        ) from exc
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+
+    sheets = [ws for ws in workbook.worksheets if isinstance(ws, ReadOnlyWorksheet)]
+    if not sheets:
+        workbook.close()
+        raise WorkbookRejected("Invalid Template: the workbook has no worksheet.", "template")
+    sheet = sheets[0]
+    estimate = sheet.max_row if isinstance(sheet.max_row, int) else None
+    # Declared dimensions can lie; never pad rows out to them.
+    sheet.reset_dimensions()
+    return workbook, sheet, estimate
+
+
+def iter_sheet_rows(sheet) -> Iterator[tuple[int, tuple]]:
+    """(Excel row number, values) of every non-blank row.
+
+    openpyxl fills a gap between rows with one shared empty tuple per
+    missing row; recognising it by identity keeps a sheet with a lone cell
+    at row 1048576 from costing a million blank-row checks.
+    """
+    gap_filler = None
+    try:
+        for number, values in enumerate(
+            sheet.iter_rows(min_col=1, max_col=MAX_COLUMNS, values_only=True), start=1
+        ):
+            if values is gap_filler:
+                continue
+            if all(_blank(v) for v in values):
+                gap_filler = values
+                continue
+            yield number, values
+    except WorkbookRejected:
+        raise
+    except Exception as exc:
+        raise WorkbookRejected(
+            "The worksheet could not be read to the end: the workbook is damaged. Save it "
+            "again from Excel or LibreOffice as .xlsx and upload the new file.",
+            "corrupt",
+        ) from exc
+
+
+def find_header(rows: Iterator[tuple[int, tuple]], sheet_name: str) -> Header:
+    for number, values in rows:
+        if number > HEADER_SEARCH_ROWS:
+            break
+        found: dict[str, int] = {}
+        wanted = {name.casefold(): name for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+        for index, value in enumerate(values):
+            if isinstance(value, str):
+                name = wanted.get(value.strip().casefold())
+                if name and name not in found:
+                    found[name] = index
+        missing = [name for name in REQUIRED_COLUMNS if name not in found]
+        if missing:
+            raise WorkbookRejected(
+                f"Invalid Template: the header (row {number} of sheet {sheet_name!r}) lacks "
+                f"the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}. "
+                "Download the template and keep its header row.",
+                "template",
+            )
+        width = max(i for i, v in enumerate(values) if not _blank(v)) + 1
+        return Header(
+            row=number, sheet=sheet_name, columns=found, width=width, titles=values[:width]
+        )
+    raise WorkbookRejected(
+        f"Invalid Template: no header row in the first {HEADER_SEARCH_ROWS} rows of sheet "
+        f"{sheet_name!r}. The header must name the columns Machine ID and Target Speed.",
+        "template",
+    )
+
+
+# One row
+# -------
+
+
+def _shown(value, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class MachineIndex:
+    """What the validator needs to know about the plant, loaded once."""
+
+    line_by_machine: dict[str, str]  # machine code -> line code
+    operated_lines: set[str]
+    # machine code -> critical status: control refuses setpoints for these.
+    in_safety_state: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_user(cls, user) -> "MachineIndex":
+        from apps.plant import selectors as plant
+        from apps.plant.models import Line, Machine
+
+        operated_ids = plant.operated_line_ids(user=user)
+        critical = plant.critical_status_codes()
+        line_by_machine, in_safety_state = {}, {}
+        for machine in Machine.objects.select_related("line").only(
+            "code", "line__code", "status", "maintenance_locked_at"
+        ):
+            line_by_machine[machine.code] = machine.line.code
+            if machine.display_status in critical:
+                in_safety_state[machine.code] = machine.display_status
+        return cls(
+            line_by_machine=line_by_machine,
+            operated_lines=set(
+                Line.objects.filter(id__in=operated_ids).values_list("code", flat=True)
+            ),
+            in_safety_state=in_safety_state,
+        )
+
+
+@dataclass
+class RowResult:
+    row: int
+    machine: str | None  # a well-formed machine id, even when the row is invalid
+    change: dict[str, object] | None  # set when the row is valid
+    errors: list[dict]
+    warnings: list[dict]
+
+
+def cast_target_speed(value) -> tuple[int | None, str | None, str | None]:
+    """(speed, error, warning) for one Target Speed cell."""
+    if _blank(value):
+        return None, "Target Speed is empty.", None
+    warning = None
+    number = value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None, f"Target Speed must be a number, not {_shown(value)!r}.", None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                return None, f"Target Speed must be a number, not {_shown(text)!r}.", None
+        warning = f"Target Speed {_shown(text)!r} was stored as text; read as a number."
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            return None, f"Target Speed must be a number, not {_shown(value)!r}.", None
+        if not number.is_integer():
+            return None, f"Target Speed must be a whole number, not {number:g}.", None
+        number = int(number)
+    if not TARGET_SPEED_MIN <= number <= TARGET_SPEED_MAX:
+        return (
+            None,
+            f"Target Speed {number} is out of range ({TARGET_SPEED_MIN}–{TARGET_SPEED_MAX}).",
+            None,
+        )
+    return number, None, warning
+
+
+def validate_row(number: int, values: tuple, header: Header, index: MachineIndex) -> RowResult:
+    def cell(name: str):
+        column = header.columns.get(name)
+        return values[column] if column is not None and column < len(values) else None
+
+    errors: list[dict] = []
+    warnings: list[dict] = []
+
+    def error(name: str, message: str) -> None:
+        errors.append({"row": number, "column": header.letter(name), "message": message})
+
+    raw_id = cell("Machine ID")
+    machine = None
+    if _blank(raw_id):
+        error("Machine ID", "Machine ID is empty.")
+    else:
+        code = str(raw_id).strip()
+        if not isinstance(raw_id, str) or not MACHINE_ID_RE.match(code):
+            error("Machine ID", f"Machine ID must look like m:401, not {_shown(code)!r}.")
+        else:
+            machine = code
+            line = index.line_by_machine.get(code)
+            if line is None:
+                error("Machine ID", f"Machine {code} does not exist.")
+            elif line not in index.operated_lines:
+                error("Machine ID", f"You do not operate line {line} (machine {code}).")
+            elif code in index.in_safety_state:
+                error(
+                    "Machine ID",
+                    f"Machine {code} is in {index.in_safety_state[code]}; setpoints are "
+                    "refused until it leaves that state.",
+                )
+
+    speed, speed_error, speed_warning = cast_target_speed(cell("Target Speed"))
+    if speed_error:
+        error("Target Speed", speed_error)
+    if speed_warning:
+        warnings.append(
+            {"row": number, "column": header.letter("Target Speed"), "message": speed_warning}
+        )
+
+    mode = None
+    if "Mode" in header.columns and not _blank(raw_mode := cell("Mode")):
+        text = str(raw_mode).strip().upper()
+        if text in MODES:
+            mode = text
+        else:
+            error("Mode", f"Mode must be one of {', '.join(MODES)}, not {_shown(raw_mode)!r}.")
+
+    change = None
+    if not errors:
+        change = {"target_speed": speed}
+        if mode:
+            change["mode"] = mode
+    return RowResult(number, machine, change, errors, warnings)
+
+
+# The batch
+# ---------
+
+
+@dataclass
+class ParsedBatch:
+    tx_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    valid_rows: dict[str, dict[str, object]] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    summary: dict[str, int] = field(default_factory=dict)
+    header_row: int = 0
+    sheet: str = ""
+    rows_total: int = 0
+    # machine code -> Excel row of every valid row kept in valid_rows.
+    row_of_machine: dict[str, int] = field(default_factory=dict)
+    # False when errors or warnings were cut at max_messages.
+    complete: bool = True
+
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+def parse_workbook(
+    path: Path,
+    *,
+    index: MachineIndex,
+    on_chunk: ProgressCallback | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    max_messages: int | None = None,
+) -> ParsedBatch:
+    """Parse and validate every row; raises WorkbookRejected for the file.
+
+    `on_chunk(rows_done, rows_estimate)` is called every `chunk_rows`
+    data rows and once at the end, so the caller can save progress. Only
+    the first `max_messages` errors and warnings are kept (the summary
+    counts them all), so memory does not grow with a file full of them.
+    """
+    # One row per machine: far above any plant, and it bounds the parse (~3 s)
+    # and the on-request error report (~10 s) of the largest accepted sheet.
+    max_rows = _setting("WORKBOOK_MAX_ROWS", 20_000)
+    workbook, sheet, estimate = _open_first_sheet(path)
+    try:
+        rows = iter_sheet_rows(sheet)
+        header = find_header(rows, sheet.title)
+        estimate = max(estimate - header.row, 0) if estimate else None
+        batch = ParsedBatch(header_row=header.row, sheet=sheet.title)
+        last_row: dict[str, int] = {}  # machine -> row of its latest occurrence
+        invalid = done = warned = errored = 0
+        room = max_messages if max_messages is not None else math.inf
+
+        def note(target: list, items: list) -> None:
+            if len(target) < room:
+                target.extend(items[: int(min(room - len(target), len(items)))])
+
+        for number, values in rows:
+            done += 1
+            if done > max_rows:
+                raise WorkbookRejected(
+                    f"The sheet has more than {max_rows} rows; split it into several workbooks.",
+                    "too_big",
+                )
+            result = validate_row(number, values, header, index)
+            if result.machine is not None:
+                earlier = last_row.get(result.machine)
+                if earlier is not None:
+                    batch.valid_rows.pop(result.machine, None)
+                    batch.row_of_machine.pop(result.machine, None)
+                    result.warnings.insert(0, duplicate_warning(header, earlier, number, result))
+                last_row[result.machine] = number
+            warned += len(result.warnings)
+            note(batch.warnings, result.warnings)
+            if result.errors:
+                invalid += 1
+                errored += len(result.errors)
+                note(batch.errors, result.errors)
+            else:
+                batch.valid_rows[result.machine] = result.change
+                batch.row_of_machine[result.machine] = number
+            if on_chunk and done % chunk_rows == 0:
+                on_chunk(done, estimate)
+        batch.rows_total = done
+        batch.summary = {
+            "total": done,
+            "valid": len(batch.valid_rows),
+            "invalid": invalid,
+            "warnings": warned,
+        }
+        batch.complete = errored == len(batch.errors) and warned == len(batch.warnings)
+        # A duplicate's warning is found at its later row; show them in row order.
+        batch.warnings.sort(key=lambda w: w["row"])
+        if on_chunk:
+            on_chunk(done, done)
+        return batch
+    finally:
+        workbook.close()
+
+
+def duplicate_warning(header: Header, earlier: int, number: int, result: RowResult) -> dict:
+    return {
+        "row": earlier,
+        "column": header.letter("Machine ID"),
+        "message": f"{result.machine} is listed again in row {number}; "
+        "this row is ignored and the last one is used.",
+    }
+
+
+def iter_row_results(path: Path, *, index: MachineIndex):
+    """(header, iterator of (row, values, errors, warnings, status)) for the
+    error report: two streaming passes (the first finds each machine's last
+    row), so the report never holds the whole sheet or all its messages."""
+    last_row: dict[str, int] = {}
+    header, rows = iter_data_rows(path)
+    for number, values in rows:
+        column = header.columns["Machine ID"]
+        raw = values[column] if column < len(values) else None
+        if isinstance(raw, str) and MACHINE_ID_RE.match(raw.strip()):
+            last_row[raw.strip()] = number
+    header, rows = iter_data_rows(path)
+
+    def results():
+        for number, values in rows:
+            result = validate_row(number, values, header, index)
+            warnings = list(result.warnings)
+            status = "invalid" if result.errors else "valid"
+            later = last_row.get(result.machine) if result.machine else None
+            if later is not None and later != number:
+                warnings.insert(0, duplicate_warning(header, number, later, result))
+                status = status if result.errors else "ignored"
+            yield number, values, result.errors, warnings, status
+
+    return header, results()
+
+
+def iter_data_rows(path: Path) -> tuple[Header, Iterator[tuple[int, tuple]]]:
+    """The header and the raw non-blank data rows, for the error report."""
+    workbook, sheet, _ = _open_first_sheet(path)
+    rows = iter_sheet_rows(sheet)
+    try:
+        header = find_header(rows, sheet.title)
+    except BaseException:
+        workbook.close()
+        raise
+
+    def data() -> Iterator[tuple[int, tuple]]:
+        try:
+            yield from rows
+        finally:
+            workbook.close()
+
+    return header, data()

@@ -1,0 +1,261 @@
+"""Writes of the workbook app: storing an upload, queueing it, the parsing
+run itself (called by the Celery task), and the sweeper."""
+
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import live, parsing
+from .models import STORED_MESSAGES_LIMIT, WorkbookUpload
+
+logger = logging.getLogger(__name__)
+Status = WorkbookUpload.Status
+
+
+def uploads_dir() -> Path:
+    """Where uploaded files live: under VAR_DIR, outside the web root and
+    never under MEDIA_ROOT, so no URL can ever serve one back."""
+    return Path(getattr(settings, "WORKBOOK_UPLOAD_DIR", Path(settings.VAR_DIR) / "uploads"))
+
+
+def upload_path(upload: WorkbookUpload) -> Path:
+    return uploads_dir() / upload.stored_path
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "WORKBOOK_MAX_ATTEMPTS", 3))
+
+
+def stuck_after() -> timedelta:
+    return timedelta(seconds=int(getattr(settings, "WORKBOOK_STUCK_AFTER_SECONDS", 600)))
+
+
+# Upload
+# ------
+
+
+def upload_create(*, uploader, file, validate_only: bool = False, host: str = "") -> WorkbookUpload:
+    """Store the file under a generated name, record it, and queue its
+    parsing once the row is committed."""
+    now = timezone.now()
+    relative = f"{now:%Y/%m}/{uuid.uuid4().hex}.xlsx"
+    target = uploads_dir() / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with open(target, "xb") as out:
+        for chunk in file.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    target.chmod(0o600)
+    upload = WorkbookUpload.objects.create(
+        uploader=uploader,
+        original_filename=Path(file.name or "workbook.xlsx").name[:255],
+        stored_path=relative,
+        size=size,
+        sha256=digest.hexdigest(),
+        validate_only=validate_only,
+        host=host[:255],
+    )
+    transaction.on_commit(lambda: upload_enqueue(upload_id=upload.pk))
+    return upload
+
+
+def upload_enqueue(*, upload_id: int) -> bool:
+    """Hand the upload to a worker. A broker that is down must not fail the
+    request: the upload stays queued and the sweeper sends it again."""
+    from .tasks import workbook_parse_task
+
+    try:
+        workbook_parse_task.apply_async(args=[upload_id], retry=False)
+    except Exception:
+        logger.warning(
+            "could not queue workbook upload %s; the sweeper retries", upload_id, exc_info=True
+        )
+        return False
+    return True
+
+
+def uploads_requeue_stuck(*, now=None) -> list[int]:
+    """Queue again the uploads queued or parsing with no progress for a
+    while (broker down at upload time, a worker killed mid-parse)."""
+    now = now or timezone.now()
+    ids = list(
+        WorkbookUpload.objects.filter(
+            status__in=WorkbookUpload.ACTIVE, updated_at__lt=now - stuck_after()
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:200]
+    )
+    requeued = []
+    for upload_id in ids:
+        # Touch it first, so the next sweep leaves it alone while it waits.
+        WorkbookUpload.objects.filter(pk=upload_id).update(updated_at=now)
+        if upload_enqueue(upload_id=upload_id):
+            requeued.append(upload_id)
+    return requeued
+
+
+# Parsing run
+# -----------
+
+
+def _control_setpoint_batch_request(*, upload: WorkbookUpload, batch: parsing.ParsedBatch):
+    # The single call into control: one transaction holding every valid
+    # row's pending locks, created atomically by control (all or nothing).
+    from apps.control.services import setpoint_batch_request
+
+    return setpoint_batch_request(
+        actor=upload.uploader,
+        changes=batch.valid_rows,
+        source="workbook",
+        tx_id=batch.tx_id,
+        host=upload.host,
+    )
+
+
+def _existing_transaction(tx_id):
+    from apps.control.models import ControlTransaction
+
+    return ControlTransaction.objects.filter(tx_id=tx_id).first() if tx_id else None
+
+
+def upload_process(*, upload_id: int) -> str | None:
+    """Parse, validate and (unless validate only) apply one upload.
+
+    Idempotent: a re-run starts from scratch. `attempts` is the fencing
+    token: every write of a run is conditional on it, so a run that was
+    given up on can never overwrite a newer one. Locks are created only at
+    the very end, in one control transaction.
+    """
+    now = timezone.now()
+    claimed = WorkbookUpload.objects.filter(pk=upload_id, status__in=WorkbookUpload.ACTIVE).update(
+        status=Status.PARSING,
+        started_at=now,
+        updated_at=now,
+        attempts=F("attempts") + 1,
+        rows_done=0,
+    )
+    if not claimed:
+        return None  # finished already (a duplicate delivery) or deleted
+    upload = WorkbookUpload.objects.select_related("uploader").get(pk=upload_id)
+    run = _Run(upload)
+    live.upload_changed(upload_id)
+
+    # A previous run got as far as control and died before recording it.
+    if tx := _existing_transaction(upload.tx_id):
+        return run.finish(Status.APPLIED, transaction=tx)
+    if upload.attempts > max_attempts():
+        return run.finish(
+            Status.FAILED,
+            message=f"The workbook could not be processed after {max_attempts()} attempts. "
+            "Try uploading it again; if it keeps failing, contact support.",
+        )
+    try:
+        path = upload_path(upload)
+        parsing.check_extension(upload.original_filename)
+        parsing.precheck(path, deep=True)
+        batch = parsing.parse_workbook(
+            path,
+            index=parsing.MachineIndex.for_user(upload.uploader),
+            on_chunk=run.progress,
+            max_messages=STORED_MESSAGES_LIMIT,
+        )
+    except parsing.WorkbookRejected as exc:
+        return run.finish(Status.REJECTED, message=exc.message)
+    except SoftTimeLimitExceeded:
+        return run.finish(
+            Status.FAILED, message="The workbook took too long to process; split it in parts."
+        )
+    except Exception:
+        logger.exception("workbook upload %s failed", upload_id)
+        return run.finish(
+            Status.FAILED,
+            message="The workbook could not be processed because of an error on our side. "
+            "It has been logged; try again later.",
+        )
+
+    results = {
+        "summary": batch.summary | {"header_row": batch.header_row, "sheet": batch.sheet},
+        "errors": batch.errors,
+        "warnings": batch.warnings,
+        "changes": batch.valid_rows,
+        "rows_total": batch.rows_total,
+        "rows_done": batch.rows_total,
+    }
+    results["summary"]["complete"] = batch.complete
+    if upload.validate_only or not batch.valid_rows:
+        return run.finish(Status.PARSED, **results)
+    # Record the transaction id first: a run that dies after control
+    # committed is recognised by the next one instead of locking twice.
+    if not run.update(tx_id=batch.tx_id, **results):
+        return None
+    try:
+        tx = _control_setpoint_batch_request(upload=upload, batch=batch)
+    except (PermissionDenied, ValidationError) as exc:
+        messages = exc.messages if isinstance(exc, ValidationError) else [str(exc)]
+        return run.finish(
+            Status.REJECTED,
+            tx_id=None,
+            message="No setpoint was changed: " + " ".join(messages),
+        )
+    except Exception:
+        logger.exception("control refused workbook upload %s unexpectedly", upload_id)
+        if tx := _existing_transaction(batch.tx_id):
+            return run.finish(Status.APPLIED, transaction=tx)
+        return run.finish(
+            Status.FAILED,
+            tx_id=None,
+            message="The setpoints could not be requested because of an error on our side; "
+            "nothing was changed. Try again later.",
+        )
+    return run.finish(Status.APPLIED, transaction=tx)
+
+
+class _Run:
+    def __init__(self, upload: WorkbookUpload):
+        self.upload_id = upload.pk
+        self.attempt = upload.attempts
+
+    def update(self, **fields) -> bool:
+        fields["updated_at"] = timezone.now()
+        return bool(
+            WorkbookUpload.objects.filter(
+                pk=self.upload_id, status=Status.PARSING, attempts=self.attempt
+            ).update(**fields)
+        )
+
+    def progress(self, rows_done: int, rows_total: int | None) -> None:
+        total = max(rows_total, rows_done) if rows_total is not None else None
+        if self.update(rows_done=rows_done, rows_total=total):
+            live.upload_changed(self.upload_id)
+
+    def finish(self, status: str, **fields) -> str | None:
+        if self.update(status=status, finished_at=timezone.now(), **fields):
+            live.upload_changed(self.upload_id)
+            return status
+        return None
+
+
+# Error report
+# ------------
+
+
+def upload_error_report(*, upload: WorkbookUpload) -> bytes:
+    """The error report of a parsed upload: the stored file checked again
+    with the same rules, row by row, so it lists every message however many
+    were stored with the upload."""
+    from . import writers
+
+    return writers.error_report_workbook(
+        path=upload_path(upload), index=parsing.MachineIndex.for_user(upload.uploader)
+    )

@@ -1,0 +1,22 @@
+"""Thin Celery wrappers around the workbook services."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(
+    acks_late=True,
+    # A worker killed mid-parse gives the message back; the run is idempotent.
+    reject_on_worker_lost=True,
+    time_limit=300,
+    soft_time_limit=240,
+    ignore_result=True,
+)
+def workbook_parse_task(upload_id: int) -> None:
+    services.upload_process(upload_id=upload_id)
+
+
+@shared_task(ignore_result=True)
+def workbooks_requeue_stuck() -> None:
+    services.uploads_requeue_stuck()

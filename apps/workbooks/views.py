@@ -1,0 +1,102 @@
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET
+
+from . import parsing, selectors, services, writers
+from .forms import WorkbookUploadForm, size_limit_message
+from .models import WorkbookUpload
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# Room for the multipart envelope and the other fields around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _require_operator(request) -> None:
+    if not selectors.upload_can_create(user=request.user):
+        raise PermissionDenied("Uploading setpoint workbooks is for operators of a line.")
+
+
+def _upload_page(request, form, status=200, too_big=""):
+    uploads = selectors.upload_list_for_user(user=request.user)[:20]
+    context = {
+        "form": form,
+        "uploads": uploads,
+        "max_mb": parsing.max_upload_bytes() / 2**20,
+        "too_big": too_big,
+    }
+    return render(request, "workbooks/upload.html", context, status=status)
+
+
+@csrf_exempt
+def upload(request):
+    """Checks that need no body run first: the CSRF check would otherwise
+    parse (and spool to disk) an oversized multipart body before we could
+    refuse it. The CSRF check itself runs in `_upload`."""
+    _require_operator(request)
+    if request.method == "POST":
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limit = parsing.max_upload_bytes()
+        if length > limit + MULTIPART_OVERHEAD:
+            return _upload_page(
+                request, WorkbookUploadForm(), status=413, too_big=size_limit_message(limit)
+            )
+    return _upload(request)
+
+
+@csrf_protect
+def _upload(request):
+    if request.method == "POST":
+        form = WorkbookUploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            new = services.upload_create(
+                uploader=request.user,
+                file=form.cleaned_data["file"],
+                validate_only=form.cleaned_data["validate_only"],
+                host=request.META.get("REMOTE_ADDR", ""),
+            )
+            return redirect("workbooks:upload-detail", pk=new.pk)
+        return _upload_page(request, form, status=400)
+    return _upload_page(request, WorkbookUploadForm())
+
+
+@require_GET
+def upload_detail(request, pk: int):
+    upload = selectors.upload_get_for_user(user=request.user, upload_id=pk)
+    if upload is None:
+        raise Http404("No such upload.")
+    context = selectors.upload_page(upload=upload)
+    template = "workbooks/detail.html#upload_poll" if request.htmx else "workbooks/detail.html"
+    return render(request, template, context)
+
+
+@require_GET
+def upload_template(request):
+    _require_operator(request)
+    content = writers.template_workbook(
+        machines=selectors.template_machines_for_user(user=request.user)
+    )
+    response = HttpResponse(content, content_type=XLSX)
+    response["Content-Disposition"] = 'attachment; filename="fleetops-setpoints-template.xlsx"'
+    return response
+
+
+@require_GET
+def upload_error_report(request, pk: int):
+    upload = selectors.upload_get_for_user(user=request.user, upload_id=pk)
+    if upload is None or upload.status not in (
+        WorkbookUpload.Status.PARSED,
+        WorkbookUpload.Status.APPLIED,
+    ):
+        raise Http404("No report for this upload.")
+    try:
+        content = services.upload_error_report(upload=upload)
+    except (parsing.WorkbookRejected, FileNotFoundError):
+        raise Http404("The uploaded file is no longer available.") from None
+    response = HttpResponse(content, content_type=XLSX)
+    response["Content-Disposition"] = f'attachment; filename="upload-{upload.pk}-report.xlsx"'
+    return response

@@ -1,0 +1,208 @@
+"""The upload page, the detail page and the downloads."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from apps.control.models import ControlTransaction, PendingLock
+from apps.workbooks.models import WorkbookUpload
+from apps.workbooks.parsing import OLE2_MAGIC
+
+from .conftest import as_upload
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
+URL = reverse("workbooks:upload")
+
+
+def post(client, path, *, name=None, validate_only=False, callbacks=None):
+    data = {"file": as_upload(path, name)}
+    if validate_only:
+        data["validate_only"] = "on"
+    return client.post(URL, data)
+
+
+def test_it_shows_the_form_to_an_operator(client_for, operator1):
+    response = client_for(operator1).get(URL)
+    assert response.status_code == 200
+    assert b'enctype="multipart/form-data"' in response.content
+    assert b"csrfmiddlewaretoken" in response.content
+    assert reverse("workbooks:template").encode() in response.content
+
+
+@pytest.mark.parametrize("who", ["viewer", "outsider"])
+def test_it_refuses_users_who_operate_no_line(client_for, plant, xlsx, who):
+    client = client_for(plant.users[who])
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, {"file": as_upload(xlsx([["m:401", 1]]))}).status_code == 403
+    assert client.get(reverse("workbooks:template")).status_code == 403
+    assert not WorkbookUpload.objects.exists()
+
+
+def test_it_sends_anonymous_users_to_log_in(client):
+    response = client.get(URL)
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_it_requires_the_csrf_token(operator1, xlsx):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator1)
+    path = xlsx([["m:401", 1]])
+    assert client.post(URL, {"file": as_upload(path)}).status_code == 403
+    token = client.get(URL).context["csrf_token"]
+    response = client.post(URL, {"file": as_upload(path), "csrfmiddlewaretoken": str(token)})
+    assert response.status_code == 302
+    assert WorkbookUpload.objects.count() == 1
+
+
+def test_it_applies_a_workbook_as_one_control_transaction(
+    client_for, operator1, xlsx, django_capture_on_commit_callbacks
+):
+    path = xlsx([["m:401", 1500, "RUN"], ["m:402", "900"], ["m:501", 10]])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client_for(operator1), path)
+    upload = WorkbookUpload.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("workbooks:upload-detail", args=[upload.pk])
+    assert upload.status == "applied", upload.message
+    assert upload.uploader == operator1 and upload.size == path.stat().st_size
+    assert upload.summary["valid"] == 2 and upload.summary["invalid"] == 1
+    assert upload.rows_done == upload.rows_total == 3
+    tx = ControlTransaction.objects.get()
+    assert upload.transaction == tx and upload.tx_id == tx.tx_id and tx.source == "workbook"
+    locks = set(PendingLock.objects.values_list("machine__code", "field", "value"))
+    assert locks == {
+        ("m:401", "target_speed", "1500"),
+        ("m:401", "mode", "RUN"),
+        ("m:402", "target_speed", "900"),
+    }
+
+    page = client_for(operator1).get(response["Location"])
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "You do not operate line 02 (machine m:501)." in text
+    assert "target_speed: inflight" in text
+    assert 'hx-trigger="every 2s"' in text  # polls while the locks are pending
+    PendingLock.objects.update(state="reconciled")
+    text = client_for(operator1).get(response["Location"]).content.decode()
+    assert "target_speed: reconciled" in text and "hx-trigger" not in text
+    assert f'data-live-topics="upload:{upload.pk}"' in text
+
+
+def test_it_stores_the_file_outside_the_web_root_under_a_generated_name(
+    client_for, operator1, xlsx, settings, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client_for(operator1), xlsx([["m:401", 1]]), name="../../evil name.xlsx")
+    upload = WorkbookUpload.objects.get()
+    stored = settings.WORKBOOK_UPLOAD_DIR / upload.stored_path
+    assert stored.is_file() and "evil" not in stored.name
+    assert upload.original_filename == "evil name.xlsx"
+    assert str(settings.MEDIA_ROOT) not in str(stored)
+    import hashlib
+
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == upload.sha256
+
+
+def test_it_validates_only_without_creating_locks(
+    client_for, operator1, xlsx, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client_for(operator1), xlsx([["m:401", 1500]]), validate_only=True)
+    upload = WorkbookUpload.objects.get()
+    assert upload.status == "parsed" and upload.validate_only
+    assert upload.changes == {"m:401": {"target_speed": 1500}}
+    assert not ControlTransaction.objects.exists() and not PendingLock.objects.exists()
+    page = client_for(operator1).get(reverse("workbooks:upload-detail", args=[upload.pk]))
+    assert b"Validated only: no setpoint was changed." in page.content
+
+
+def test_it_refuses_a_body_over_the_size_limit_before_reading_it(
+    client_for, operator1, xlsx, settings
+):
+    settings.WORKBOOK_MAX_UPLOAD_BYTES = 1000
+    big = xlsx([["m:401", n] for n in range(3000)] * 4)
+    response = post(client_for(operator1), big)
+    assert response.status_code == 413
+    assert b"larger than the upload limit" in response.content
+    assert not WorkbookUpload.objects.exists()
+
+
+def test_it_refuses_a_file_over_the_size_limit(client_for, operator1, xlsx, settings):
+    path = xlsx([["m:401", 1]])
+    settings.WORKBOOK_MAX_UPLOAD_BYTES = path.stat().st_size - 1
+    response = post(client_for(operator1), path)
+    assert response.status_code == 400
+    assert "larger than the upload limit" in response.content.decode()
+    assert not WorkbookUpload.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("book.xls", "legacy Excel 97-2003"), ("book.csv", "CSV"), ("book.ods", ".ods")],
+)
+def test_it_refuses_a_wrong_extension(client_for, operator1, xlsx, name, expected):
+    response = post(client_for(operator1), xlsx([["m:401", 1]]), name=name)
+    assert response.status_code == 400
+    assert expected in response.content.decode()
+    assert not WorkbookUpload.objects.exists()
+
+
+def test_it_checks_the_content_not_just_the_name(client_for, operator1, tmp_path):
+    (path := tmp_path / "renamed.xlsx").write_bytes(OLE2_MAGIC + b"\0" * 1000)
+    response = post(client_for(operator1), path)
+    assert response.status_code == 400
+    assert "legacy Excel 97-2003 workbook (.xls)" in response.content.decode()
+
+
+def test_it_shows_a_rejected_template_on_the_detail_page(
+    client_for, operator1, xlsx, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client_for(operator1), xlsx([["m:401"]], header=["Machine ID"]))
+    upload = WorkbookUpload.objects.get()
+    assert upload.status == "rejected"
+    page = client_for(operator1).get(reverse("workbooks:upload-detail", args=[upload.pk]))
+    assert "Invalid Template" in page.content.decode()
+    assert "Traceback" not in page.content.decode()
+
+
+def test_it_escapes_cell_content_everywhere(
+    client_for, operator1, xlsx, django_capture_on_commit_callbacks
+):
+    rows = [["<script>alert(1)</script>", 1], ["m:401", "<img src=x onerror=alert(1)>"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client_for(operator1), xlsx(rows), name="<b>x</b>.xlsx")
+    upload = WorkbookUpload.objects.get()
+    for url in (reverse("workbooks:upload-detail", args=[upload.pk]), URL):
+        text = client_for(operator1).get(url).content.decode()
+        assert "<script>alert" not in text and "<img src=x" not in text and "<b>x</b>" not in text
+    text = client_for(operator1).get(reverse("workbooks:upload-detail", args=[upload.pk]))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text.content.decode()
+
+
+def test_it_renders_only_the_live_regions_for_htmx(client_for, operator1, plant):
+    upload = WorkbookUpload.objects.create(
+        uploader=operator1, original_filename="a.xlsx", stored_path="x", size=1, sha256="0"
+    )
+    url = reverse("workbooks:upload-detail", args=[upload.pk])
+    response = client_for(operator1).get(url, headers={"HX-Request": "true"})
+    text = response.content.decode()
+    assert "<html" not in text
+    assert f'id="upload-status-{upload.pk}"' in text and 'hx-trigger="every 1s"' in text
+    assert f'id="upload-rows-{upload.pk}" hx-swap-oob="true"' in text
+    assert "<progress" in text
+
+
+def test_it_hides_uploads_of_other_users(client_for, operator1, plant):
+    upload = WorkbookUpload.objects.create(
+        uploader=plant.users["operator2"],
+        original_filename="a.xlsx",
+        stored_path="x",
+        size=1,
+        sha256="0",
+    )
+    url = reverse("workbooks:upload-detail", args=[upload.pk])
+    assert client_for(operator1).get(url).status_code == 404
+    assert client_for(plant.users["admin"]).get(url).status_code == 200
+    report = reverse("workbooks:error-report", args=[upload.pk])
+    assert client_for(operator1).get(report).status_code == 404
