@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -276,14 +275,6 @@ def python_server(module: str, *args: str, port: int):
 
 def session_cookie_for(user) -> str:
     """A Cookie header value logging `user` in, as a browser would send it."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
+    from tests.support.sessions import session_cookie_for as cookie_for
 
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    cookie = SimpleCookie()
-    cookie[settings.SESSION_COOKIE_NAME] = session.session_key
-    return cookie.output(header="", attrs=[]).strip()
+    return cookie_for(user)

@@ -20,15 +20,12 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from http.cookies import SimpleCookie
 from urllib.parse import urlparse
 
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
 
 from apps.live.hub import Hub
@@ -37,6 +34,7 @@ from apps.live.topics import Topic, parse
 from apps.plant.models import Machine
 from apps.plant.services import gateway_issue
 from tests.support.processes import daphne_server
+from tests.support.sessions import session_cookie_for
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -93,17 +91,6 @@ def redis_start() -> None:
 
 # Clients
 # -------
-
-
-def session_cookie_for(user) -> str:
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    cookie = SimpleCookie()
-    cookie[settings.SESSION_COOKIE_NAME] = session.session_key
-    return cookie.output(header="", attrs=[]).strip()
 
 
 class Screen:

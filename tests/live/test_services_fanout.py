@@ -6,34 +6,20 @@ import json
 import time
 import urllib.request
 from datetime import UTC, datetime
-from http.cookies import SimpleCookie
 
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 
 from apps.live.consumers import LiveConsumer
 from apps.live.push import machines_changed
 from apps.plant.models import Machine
 from apps.plant.services import gateway_issue, machine_set_maintenance_lock
 from tests.support.processes import celery_worker, daphne_server
+from tests.support.sessions import session_cookie_for
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-def session_cookie_for(user) -> str:
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    cookie = SimpleCookie()
-    cookie[settings.SESSION_COOKIE_NAME] = session.session_key
-    return cookie.output(header="", attrs=[]).strip()
 
 
 async def next_delta(recv, *, containing: str, timeout: float = 20) -> dict:
