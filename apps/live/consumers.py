@@ -42,6 +42,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.allowed_lines = await database_sync_to_async(visible_line_codes)(user=user)
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.LIVE_OUTBOX_LIMIT)
         self.pong = asyncio.Event()
+        self.snapshotted = asyncio.Event()
         self.closing = False
         self.hub = Hub.for_running_loop()
         self.hub.ensure_listening()
@@ -94,6 +95,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=text)
 
     async def _heartbeat(self):
+        # The first ping waits for the first snapshot (or one more interval):
+        # when a whole control room reconnects at once, subscribing is slow
+        # work on the server, and a pong queued behind it is not a dead client.
+        try:
+            await asyncio.wait_for(self.snapshotted.wait(), timeout=settings.LIVE_PING_INTERVAL)
+        except TimeoutError:
+            pass
         while not self.closing:
             await asyncio.sleep(settings.LIVE_PING_INTERVAL)
             self.pong.clear()
@@ -159,3 +167,4 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # Joins the feed first, then renders the snapshot under the
             # feed's lock: nothing that changes in between is lost.
             await self.hub.subscribe(topic, self)
+        self.snapshotted.set()
