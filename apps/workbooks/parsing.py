@@ -1,13 +1,14 @@
 """Reading an uploaded setpoint workbook: pre-checks, the header, casting and
 validation of every row, and the ParsedBatch the control layer is fed with.
 
-Reader choice: openpyxl in read-only mode (streaming SAX over defusedxml,
-formula cells read through their cached values). python-calamine is ~10x
-faster, but it materialises the whole sheet as a dense range: a 5 KB
-workbook with one cell at XFD1048576 makes it allocate 512 GB and *abort*
-the worker process (a Rust OOM, not a catchable exception). openpyxl
-streams rows, so memory stays flat however far the cells are spread, and
-its ~25-30K rows/s parse a 10 MB upload well inside the task time limit.
+Reader choice (`readers.open_rows`): python-calamine (~250K rows/s) when a
+stream scan of the package shows the sheet's farthest cell keeps
+calamine's dense range small, openpyxl read-only (streaming SAX over
+defusedxml, ~6K rows/s) otherwise. calamine materialises the whole sheet
+as a dense range: a 5 KB workbook with one cell at XFD1048576 would make
+it allocate 512 GB and *abort* the worker (a Rust OOM, not a catchable
+exception), so such files never reach it. Both read formula cells through
+their cached values and give the same values and Excel row numbers.
 
 Nothing here touches the database except through `plant` selectors and the
 `MachineIndex`, so the rules are tested on workbooks built in the tests.
@@ -16,7 +17,6 @@ Nothing here touches the database except through `plant` selectors and the
 import math
 import re
 import uuid
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -239,63 +239,6 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _open_first_sheet(path: Path):
-    from openpyxl import load_workbook
-
-    try:
-        with warnings.catch_warnings():
-            # Foreign files trigger openpyxl's "no default style" chatter.
-            warnings.simplefilter("ignore")
-            workbook = load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    except WorkbookRejected:
-        raise
-    except Exception as exc:  # openpyxl raises anything from KeyError to XML errors
-        raise WorkbookRejected(
-            "The workbook could not be read: it is damaged or was not saved by Excel or "
-            "LibreOffice. Save it again as .xlsx and upload the new file.",
-            "corrupt",
-        ) from exc
-    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
-
-    sheets = [ws for ws in workbook.worksheets if isinstance(ws, ReadOnlyWorksheet)]
-    if not sheets:
-        workbook.close()
-        raise WorkbookRejected("Invalid Template: the workbook has no worksheet.", "template")
-    sheet = sheets[0]
-    estimate = sheet.max_row if isinstance(sheet.max_row, int) else None
-    # Declared dimensions can lie; never pad rows out to them.
-    sheet.reset_dimensions()
-    return workbook, sheet, estimate
-
-
-def iter_sheet_rows(sheet) -> Iterator[tuple[int, tuple]]:
-    """(Excel row number, values) of every non-blank row.
-
-    openpyxl fills a gap between rows with one shared empty tuple per
-    missing row; recognising it by identity keeps a sheet with a lone cell
-    at row 1048576 from costing a million blank-row checks.
-    """
-    gap_filler = None
-    try:
-        for number, values in enumerate(
-            sheet.iter_rows(min_col=1, max_col=MAX_COLUMNS, values_only=True), start=1
-        ):
-            if values is gap_filler:
-                continue
-            if all(_blank(v) for v in values):
-                gap_filler = values
-                continue
-            yield number, values
-    except WorkbookRejected:
-        raise
-    except Exception as exc:
-        raise WorkbookRejected(
-            "The worksheet could not be read to the end: the workbook is damaged. Save it "
-            "again from Excel or LibreOffice as .xlsx and upload the new file.",
-            "corrupt",
-        ) from exc
-
-
 def find_header(rows: Iterator[tuple[int, tuple]], sheet_name: str) -> Header:
     for number, values in rows:
         if number > HEADER_SEARCH_ROWS:
@@ -507,11 +450,13 @@ def parse_workbook(
     # One row per machine: far above any plant, and it bounds the parse (~3 s)
     # and the on-request error report (~10 s) of the largest accepted sheet.
     max_rows = _setting("WORKBOOK_MAX_ROWS", 20_000)
-    workbook, sheet, estimate = _open_first_sheet(path)
+    from .readers import open_rows
+
+    sheet = open_rows(path)
     try:
-        rows = iter_sheet_rows(sheet)
+        rows = sheet.rows
         header = find_header(rows, sheet.title)
-        estimate = max(estimate - header.row, 0) if estimate else None
+        estimate = max(sheet.estimate - header.row, 0) if sheet.estimate else None
         batch = ParsedBatch(header_row=header.row, sheet=sheet.title)
         last_row: dict[str, int] = {}  # machine -> row of its latest occurrence
         invalid = done = warned = errored = 0
@@ -561,7 +506,7 @@ def parse_workbook(
             on_chunk(done, done)
         return batch
     finally:
-        workbook.close()
+        sheet.close()
 
 
 def duplicate_warning(header: Header, earlier: int, number: int, result: RowResult) -> dict:
@@ -602,18 +547,20 @@ def iter_row_results(path: Path, *, index: MachineIndex):
 
 def iter_data_rows(path: Path) -> tuple[Header, Iterator[tuple[int, tuple]]]:
     """The header and the raw non-blank data rows, for the error report."""
-    workbook, sheet, _ = _open_first_sheet(path)
-    rows = iter_sheet_rows(sheet)
+    from .readers import open_rows
+
+    sheet = open_rows(path)
+    rows = sheet.rows
     try:
         header = find_header(rows, sheet.title)
     except BaseException:
-        workbook.close()
+        sheet.close()
         raise
 
     def data() -> Iterator[tuple[int, tuple]]:
         try:
             yield from rows
         finally:
-            workbook.close()
+            sheet.close()
 
     return header, data()
