@@ -50,8 +50,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def gateway_command(self, event):
-        await self.send(text_data=json.dumps(event["command"]))
+    async def gateway_commands(self, event):
+        for command in event["commands"]:
+            await self.send(text_data=json.dumps(command))
 
     async def receive(self, text_data=None, bytes_data=None):
         try:

@@ -331,16 +331,25 @@ def commands_dispatch(*, tx_id) -> int:
         .order_by("pk")
     )
     payloads = command_payloads(locks=list(locks))
-    layer = get_channel_layer()
+    # One channel-layer message per gateway, however many machines a
+    # workbook touched: a thousand commands are one send, not a thousand.
+    by_gateway: dict[int, list[dict]] = defaultdict(list)
     for gateway_id, command in payloads:
-        try:
-            async_to_sync(layer.group_send)(
-                gateway_group(gateway_id), {"type": "gateway.command", "command": command}
-            )
-        except Exception:
-            # The lock stays inflight: a reconnecting gateway gets it again,
-            # and without an answer it expires after 10 s.
-            logger.warning("could not send command %s", command, exc_info=True)
+        by_gateway[gateway_id].append(command)
+
+    async def send_all():
+        layer = get_channel_layer()
+        for gateway_id, commands in by_gateway.items():
+            try:
+                await layer.group_send(
+                    gateway_group(gateway_id), {"type": "gateway.commands", "commands": commands}
+                )
+            except Exception:
+                # The locks stay inflight: a reconnecting gateway gets them
+                # again, and without an answer they expire after 10 s.
+                logger.warning("could not send commands to gateway %s", gateway_id, exc_info=True)
+
+    async_to_sync(send_all)()
     return len(payloads)
 
 
