@@ -190,13 +190,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    from tests.support.processes import stop
+
+    stop(proc)
 
 
 def child_env(**extra) -> dict:

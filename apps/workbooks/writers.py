@@ -15,22 +15,14 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet.datavalidation import DataValidation
 
+from fleetops.xlsx import text_cell
+
 from . import parsing
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 INVALID_FILL = PatternFill("solid", fgColor="FFC7CE")
 WARNING_FILL = PatternFill("solid", fgColor="FFEB9C")
 BOLD = Font(bold=True)
 TEMPLATE_ROWS = 1000  # rows the data validation covers beyond the pre-filled ones
-
-
-def text_cell(cell, value: str):
-    """Put `value` in `cell` as plain text, never as a formula."""
-    cell.value = value
-    cell.data_type = "s"
-    if value.startswith(FORMULA_PREFIXES):
-        cell.quotePrefix = True  # Excel's leading apostrophe
-    return cell
 
 
 def _plain(value):
