@@ -1,10 +1,14 @@
 """Real-browser fixtures: Debian's Chromium driven by Playwright, against a
 daphne process serving the test database."""
 
+import subprocess
+from contextlib import contextmanager
+
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.support.processes import daphne_server
+from apps.plant.services import gateway_issue
+from tests.support.processes import BIN, ROOT, child_env, daphne_server, stop
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -56,3 +60,47 @@ def login(browser, asgi_server):
     yield as_user
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def simulator(asgi_server, plant, tmp_path):
+    """Start the simulator for line 01's machines with extra options."""
+    machines = [plant.machines[code] for code in ("m:401", "m:402", "m:403", "m:404")]
+    _gateway, token = gateway_issue(name="gw-line-01", machines=machines)
+    procs = []
+
+    @contextmanager
+    def run(*options):
+        log = open(tmp_path / f"simulator-{len(procs)}.log", "w")
+        proc = subprocess.Popen(
+            [
+                str(BIN / "python"),
+                "manage.py",
+                "run_gateway",
+                "--server",
+                asgi_server,
+                "--token",
+                token,
+                "--sensors",
+                "4",
+                "--rate",
+                "1",
+                "--ramp-rate",
+                "2000",
+                "--queue",
+                str(tmp_path / f"queue-{len(procs)}.sqlite3"),
+                *options,
+            ],
+            cwd=ROOT,
+            env=child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        try:
+            yield proc
+        finally:
+            stop(proc)
+            log.close()
+
+    return run

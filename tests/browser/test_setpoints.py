@@ -1,61 +1,13 @@
 """Setpoints end to end: Chromium, daphne and the plant simulator as the
 machines' gateway (telemetry in, commands out)."""
 
-import subprocess
-from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
 
 from apps.plant.models import Machine
-from apps.plant.services import gateway_issue
-from tests.support.processes import BIN, ROOT, child_env, stop
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def simulator(asgi_server, plant, tmp_path):
-    """Start the simulator for line 01's machines with extra options."""
-    machines = [plant.machines[code] for code in ("m:401", "m:402", "m:403", "m:404")]
-    _gateway, token = gateway_issue(name="gw-line-01", machines=machines)
-    procs = []
-
-    @contextmanager
-    def run(*options):
-        log = open(tmp_path / f"simulator-{len(procs)}.log", "w")
-        proc = subprocess.Popen(
-            [
-                str(BIN / "python"),
-                "manage.py",
-                "run_gateway",
-                "--server",
-                asgi_server,
-                "--token",
-                token,
-                "--sensors",
-                "4",
-                "--rate",
-                "1",
-                "--ramp-rate",
-                "2000",
-                "--queue",
-                str(tmp_path / f"queue-{len(procs)}.sqlite3"),
-                *options,
-            ],
-            cwd=ROOT,
-            env=child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        try:
-            yield proc
-        finally:
-            stop(proc)
-            log.close()
-
-    return run
 
 
 def target_cell(page, code):
