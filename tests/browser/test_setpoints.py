@@ -1,7 +1,6 @@
 """Setpoints end to end: Chromium, daphne and the plant simulator as the
 machines' gateway (telemetry in, commands out)."""
 
-
 import pytest
 from playwright.sync_api import expect
 
