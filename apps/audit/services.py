@@ -1,8 +1,12 @@
 import hashlib
 import json
+import uuid
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.utils import timezone
+
+from fleetops.db import rows_insert
 
 from .models import AuditEvent
 
@@ -22,17 +26,21 @@ _CHAINED_FIELDS = (
     "reason",
     "uid",
 )
+_COLUMNS = (*_CHAINED_FIELDS, "actor_id", "prev_hash", "hash")
 # Any constant works; it only has to be the same for every writer.
 _CHAIN_LOCK_KEY = 0x46_4C_45_45_54  # "FLEET"
 
 
-def _event_hash(event: AuditEvent) -> str:
-    body = {name: getattr(event, name) for name in _CHAINED_FIELDS}
-    body["at"] = event.at.isoformat()
-    body["tx_id"] = str(event.tx_id) if event.tx_id else ""
-    body["uid"] = str(event.uid)
+def _event_hash(values) -> str:
+    """The chain hash of one event, from its field values (a mapping or a
+    saved AuditEvent): the predecessor's hash and the chained fields."""
+    get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
+    body = {name: get(name) for name in _CHAINED_FIELDS}
+    body["at"] = body["at"].isoformat()
+    body["tx_id"] = str(body["tx_id"]) if body["tx_id"] else ""
+    body["uid"] = str(body["uid"])
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((event.prev_hash + payload).encode()).hexdigest()
+    return hashlib.sha256((get("prev_hash") + payload).encode()).hexdigest()
 
 
 def audit_record(
@@ -48,33 +56,32 @@ def audit_record(
     outcome: str = AuditEvent.Outcome.OK,
     reason: str = "",
 ) -> AuditEvent:
-    """Append one event to the chain.
+    """Append one event to the chain and return it saved.
 
     Call it inside the transaction that makes the change, so the change and
-    its record commit or roll back together. Writers are serialised (an
-    advisory lock on PostgreSQL, SQLite's IMMEDIATE transactions) so two
-    events never claim the same predecessor.
+    its record commit or roll back together.
     """
-    return audit_record_many(
-        [
-            {
-                "action": action,
-                "actor": actor,
-                "host": host,
-                "machine": machine,
-                "field": field,
-                "old_value": old_value,
-                "new_value": new_value,
-                "tx_id": tx_id,
-                "outcome": outcome,
-                "reason": reason,
-            }
-        ]
-    )[0]
+    with _chain_head() as prev:
+        values = _event_values(
+            at=timezone.now(),
+            prev_hash=prev,
+            action=action,
+            actor=actor,
+            host=host,
+            machine=machine,
+            field=field,
+            old_value=old_value,
+            new_value=new_value,
+            tx_id=tx_id,
+            outcome=outcome,
+            reason=reason,
+        )
+        return AuditEvent.objects.create(**values)
 
 
-def _event(
+def _event_values(
     *,
+    at,
     prev_hash,
     action,
     actor=None,
@@ -86,43 +93,56 @@ def _event(
     tx_id=None,
     outcome=AuditEvent.Outcome.OK,
     reason="",
-) -> AuditEvent:
-    return AuditEvent(
-        at=timezone.now(),
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        actor_label=getattr(actor, "username", "") or (str(actor) if actor else "system"),
-        host=host[:255],
-        action=action,
-        machine_code=getattr(machine, "code", "") or "",
-        line_code=getattr(getattr(machine, "line", None), "code", "") or "",
-        field=field,
-        old_value="" if old_value is None else str(old_value),
-        new_value="" if new_value is None else str(new_value),
-        tx_id=tx_id,
-        outcome=outcome,
-        reason=reason,
-        prev_hash=prev_hash,
-    )
+) -> dict:
+    values = {
+        "at": at,
+        "actor_id": actor.pk if getattr(actor, "is_authenticated", False) else None,
+        "actor_label": getattr(actor, "username", "") or (str(actor) if actor else "system"),
+        "host": host[:255],
+        "action": action,
+        "machine_code": getattr(machine, "code", "") or "",
+        "line_code": getattr(getattr(machine, "line", None), "code", "") or "",
+        "field": field,
+        "old_value": "" if old_value is None else str(old_value),
+        "new_value": "" if new_value is None else str(new_value),
+        "tx_id": tx_id,
+        "outcome": outcome,
+        "reason": reason,
+        "prev_hash": prev_hash,
+        "uid": uuid.uuid4(),
+    }
+    values["hash"] = _event_hash(values)
+    return values
 
 
-def audit_record_many(events: list[dict]) -> list[AuditEvent]:
-    """Append several events at once (one lock, one INSERT): a workbook of
-    a thousand machines writes a thousand events in one go."""
-    if not events:
-        return []
+@contextmanager
+def _chain_head():
+    """The hash the next event chains to, with the chain locked for the
+    enclosing transaction. Writers are serialised (an advisory lock on
+    PostgreSQL, SQLite's IMMEDIATE transactions) so two events never claim
+    the same predecessor."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        yield AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+
+
+def audit_record_many(events: list[dict]) -> int:
+    """Append several events at once (one lock, one COPY): a workbook of a
+    thousand machines writes its thousands of events in one go. Returns how
+    many were written; the new rows are not read back (`audit_record`
+    returns the saved event)."""
+    if not events:
+        return 0
+    now = timezone.now()
+    with _chain_head() as prev:
         rows = []
         for fields in events:
-            event = _event(prev_hash=prev, **fields)
-            event.hash = _event_hash(event)
-            prev = event.hash
-            rows.append(event)
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
-    return rows
+            values = _event_values(at=now, prev_hash=prev, **fields)
+            prev = values["hash"]
+            rows.append(values)
+        return rows_insert(AuditEvent, _COLUMNS, ([row[c] for c in _COLUMNS] for row in rows))
 
 
 def audit_chain_verify() -> int | None:

@@ -1,8 +1,10 @@
+import uuid
+
 import pytest
 from django.db import connection, transaction
 
 from apps.audit.models import AuditEvent
-from apps.audit.services import audit_chain_verify, audit_record
+from apps.audit.services import audit_chain_verify, audit_record, audit_record_many
 
 
 def test_each_event_links_to_the_one_before(db):
@@ -52,3 +54,30 @@ def test_the_database_refuses_update_and_delete_on_postgresql(db):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(sql, [event.id])
+
+
+def test_a_batch_is_chained_in_order_and_reads_back_as_written(plant, operator1):
+    machine = plant.machines["m:401"]
+    tx_id = uuid.uuid4()
+    written = audit_record_many(
+        [
+            {"action": "setpoint_request", "actor": operator1, "machine": machine,
+             "field": "target_speed", "old_value": 1200, "new_value": "1500", "tx_id": tx_id},
+            {"action": "setpoint_request", "actor": None, "machine": machine, "field": "mode",
+             "old_value": None, "new_value": "RUN", "reason": "=HYPERLINK(\"x\")"},
+        ]
+    )  # fmt: skip
+    after = audit_record(action="note")
+    assert written == 2
+    first, second = AuditEvent.objects.order_by("id")[:2]
+    assert (first.actor, first.actor_label, first.machine_code, first.line_code) == (
+        operator1,
+        "operator1",
+        "m:401",
+        "01",
+    )
+    assert (first.old_value, first.new_value, first.tx_id) == ("1200", "1500", tx_id)
+    assert (second.actor, second.actor_label, second.old_value) == (None, "system", "")
+    assert second.reason == '=HYPERLINK("x")'
+    assert second.prev_hash == first.hash and after.prev_hash == second.hash
+    assert audit_chain_verify() is None
