@@ -30,15 +30,34 @@ from apps.audit.services import audit_record_many
 from apps.live.push import machines_changed, toast_to_user
 from apps.plant.models import Gateway, Machine
 from apps.plant.selectors import critical_status_codes, operated_line_ids
+from fleetops.db import rows_insert
 
 from .merge import LOCK_TTL
-from .models import MODES, TARGET_SPEED_MAX, TARGET_SPEED_MIN, ControlTransaction, PendingLock
+from .models import (
+    MODES,
+    TARGET_SPEED_MAX,
+    TARGET_SPEED_MIN,
+    ControlTransaction,
+    PendingLock,
+    typed,
+)
 
 logger = logging.getLogger(__name__)
 
 Changes = dict[str, dict[str, object]]
 State = PendingLock.State
 Outcome = AuditEvent.Outcome
+_LOCK_COLUMNS = (
+    "tx_id",
+    "machine_id",
+    "field",
+    "value",
+    "previous_value",
+    "state",
+    "superseded_other",
+    "created_at",
+    "reason",
+)
 
 
 def gateway_group(gateway_id: int) -> str:
@@ -124,8 +143,12 @@ def setpoint_batch_request(
     """
     if not changes:
         raise ValidationError("No setpoint given.")
+    # What the checks before locking need; the rows are read again under lock.
     machines = {
-        m.code: m for m in Machine.objects.select_related("line").filter(code__in=list(changes))
+        m.code: m
+        for m in Machine.objects.select_related("line")
+        .only("code", "status", "maintenance_locked_at", "line__code")
+        .filter(code__in=list(changes))
     }
     unknown = sorted(set(changes) - set(machines))
     if unknown:
@@ -190,75 +213,82 @@ def setpoint_batch_request(
         tx = ControlTransaction.objects.create(
             tx_id=tx_id or uuid.uuid4(), source=source, actor=actor, expires_at=now + LOCK_TTL
         )
-        previous = list(
-            PendingLock.objects.select_for_update(of=("self",))
-            .select_related("tx__actor", "machine")
-            .filter(
-                machine__in=locked,
-                state__in=PendingLock.ACTIVE,
-            )
-            .order_by("pk")
-        )
+        # The active locks on these fields, as plain rows: a workbook that
+        # follows another one takes over thousands of them.
         wanted = {(m.pk, f) for m in locked for f in cleaned[m.code]}
-        superseded = [lock for lock in previous if (lock.machine_id, lock.field) in wanted]
-        taken_from_others = set()
-        events = []
-        for lock in superseded:
-            lock.state, lock.resolved_at = State.SUPERSEDED, now
-            lock.reason = f"superseded by {actor} (tx {tx.tx_id})"
-            if lock.tx.actor_id != getattr(actor, "pk", None):
-                taken_from_others.add((lock.machine_id, lock.field))
-            events.append(
-                {
-                    "action": "lock_superseded",
-                    "actor": actor,
-                    "host": host,
-                    "machine": lock.machine,
-                    "field": lock.field,
-                    "old_value": lock.value,
-                    "tx_id": lock.tx_id,
-                    "outcome": Outcome.FAILED,
-                    "reason": lock.reason,
-                }
-            )
-        PendingLock.objects.bulk_update(superseded, ["state", "resolved_at", "reason"])
+        superseded = [
+            row
+            for row in PendingLock.objects.select_for_update(of=("self",))
+            .filter(machine__in=locked, state__in=PendingLock.ACTIVE)
+            .order_by("pk")
+            .values_list("pk", "machine_id", "field", "value", "tx_id", "tx__actor_id")
+            if (row[1], row[2]) in wanted
+        ]
+        locked_by_id = {m.pk: m for m in locked}
+        actor_id = getattr(actor, "pk", None)
+        reason = f"superseded by {actor} (tx {tx.tx_id})"
+        taken_from_others = {
+            (machine_id, field)
+            for _pk, machine_id, field, _value, _tx, owner_id in superseded
+            if owner_id != actor_id
+        }
+        events = [
+            {
+                "action": "lock_superseded",
+                "actor": actor,
+                "host": host,
+                "machine": locked_by_id[machine_id],
+                "field": field,
+                "old_value": value,
+                "tx_id": old_tx_id,
+                "outcome": Outcome.FAILED,
+                "reason": reason,
+            }
+            for _pk, machine_id, field, value, old_tx_id, _owner in superseded
+        ]
+        # One UPDATE, however many locks are taken over.
+        PendingLock.objects.filter(pk__in=[row[0] for row in superseded]).update(
+            state=State.SUPERSEDED, resolved_at=now, reason=reason
+        )
 
+        # (machine, field, value, what the machine reported) per new lock.
         new_locks = [
-            PendingLock(
-                tx=tx,
-                machine=m,
-                field=field,
-                value=str(value),
-                previous_value="" if _truth(m, field) is None else str(_truth(m, field)),
-                superseded_other=(m.pk, field) in taken_from_others,
-                created_at=now,
-            )
+            (m, field, str(value), "" if _truth(m, field) is None else str(_truth(m, field)))
             for m in locked
             for field, value in cleaned[m.code].items()
         ]
-        PendingLock.objects.bulk_create(new_locks, batch_size=1000)
+        # A workbook locks thousands of fields: plain rows, not ORM saves.
+        rows_insert(
+            PendingLock,
+            _LOCK_COLUMNS,
+            (
+                (tx.tx_id, m.pk, field, value, previous, State.INFLIGHT)
+                + ((m.pk, field) in taken_from_others, now, "")
+                for m, field, value, previous in new_locks
+            ),
+        )
         events += [
             {
                 "action": "setpoint_request",
                 "actor": actor,
                 "host": host,
-                "machine": lock.machine,
-                "field": lock.field,
-                "old_value": lock.previous_value,
-                "new_value": lock.value,
+                "machine": m,
+                "field": field,
+                "old_value": previous,
+                "new_value": value,
                 "tx_id": tx.tx_id,
                 "outcome": Outcome.OK,
                 "reason": f"source: {source}",
             }
-            for lock in new_locks
+            for m, field, value, previous in new_locks
         ]
         audit_record_many(events)
-        _tx_status_refresh({lock.tx_id for lock in superseded})
+        _tx_status_refresh({row[4] for row in superseded})
 
         notices = [
-            (lock.tx.actor_id, lock.machine.code, lock.field)
-            for lock in superseded
-            if (lock.machine_id, lock.field) in taken_from_others and lock.tx.actor_id
+            (owner_id, locked_by_id[machine_id].code, field)
+            for _pk, machine_id, field, _value, _tx, owner_id in superseded
+            if (machine_id, field) in taken_from_others and owner_id
         ]
         machine_ids = [m.pk for m in locked]
         transaction.on_commit(lambda: commands_dispatch(tx_id=tx.tx_id))
@@ -295,19 +325,24 @@ def _toast(user_id: int | None, level: str, text: str) -> None:
 # --------------------
 
 
+# What a command needs of each lock, read as plain rows (a workbook's
+# transaction has thousands of locks; no model instances needed).
+_COMMAND_FIELDS = ("tx_id", "machine_id", "machine__code", "field", "value", "tx__expires_at")
+
+
 def command_payloads(*, locks) -> list[tuple[int, dict]]:
-    """(gateway id, command) for each machine of the given active locks,
-    one command per (transaction, machine)."""
+    """(gateway id, command) for each machine of the given active locks
+    (a queryset), one command per (transaction, machine)."""
     by_tx_machine: dict[tuple, dict] = defaultdict(dict)
     expiry: dict[uuid.UUID, datetime] = {}
-    machines: dict[int, Machine] = {}
-    for lock in locks:
-        by_tx_machine[(lock.tx_id, lock.machine_id)][lock.field] = lock.typed_value()
-        expiry[lock.tx_id] = lock.tx.expires_at
-        machines[lock.machine_id] = lock.machine
+    codes: dict[int, str] = {}
+    for tx_id, machine_id, code, field, value, expires_at in locks.values_list(*_COMMAND_FIELDS):
+        by_tx_machine[(tx_id, machine_id)][field] = typed(field, value)
+        expiry[tx_id] = expires_at
+        codes[machine_id] = code
     gateways = defaultdict(list)
     for gw_id, machine_id in Gateway.machines.through.objects.filter(
-        machine_id__in=list(machines), gateway__revoked_at__isnull=True
+        machine_id__in=list(codes), gateway__revoked_at__isnull=True
     ).values_list("gateway_id", "machine_id"):
         gateways[machine_id].append(gw_id)
     out = []
@@ -315,7 +350,7 @@ def command_payloads(*, locks) -> list[tuple[int, dict]]:
         command = {
             "type": "command",
             "tx_id": str(tx_id),
-            "machine": machines[machine_id].code,
+            "machine": codes[machine_id],
             "set": fields,
             "expires_at": expiry[tx_id].isoformat().replace("+00:00", "Z"),
         }
@@ -325,12 +360,8 @@ def command_payloads(*, locks) -> list[tuple[int, dict]]:
 
 def commands_dispatch(*, tx_id) -> int:
     """Send the transaction's commands to the gateways of its machines."""
-    locks = (
-        PendingLock.objects.filter(tx_id=tx_id, state=State.INFLIGHT)
-        .select_related("machine", "tx")
-        .order_by("pk")
-    )
-    payloads = command_payloads(locks=list(locks))
+    locks = PendingLock.objects.filter(tx_id=tx_id, state=State.INFLIGHT).order_by("pk")
+    payloads = command_payloads(locks=locks)
     # One channel-layer message per gateway, however many machines a
     # workbook touched: a thousand commands are one send, not a thousand.
     by_gateway: dict[int, list[dict]] = defaultdict(list)
@@ -356,16 +387,12 @@ def commands_dispatch(*, tx_id) -> int:
 def commands_pending_for_gateway(*, gateway: Gateway, now: datetime | None = None) -> list[dict]:
     """Unexpired inflight commands for a gateway that (re)connects."""
     now = now or timezone.now()
-    locks = (
-        PendingLock.objects.filter(
-            state=State.INFLIGHT,
-            machine__in=gateway.machines.all(),
-            tx__expires_at__gt=now,
-        )
-        .select_related("machine", "tx")
-        .order_by("pk")
-    )
-    return [cmd for gw_id, cmd in command_payloads(locks=list(locks)) if gw_id == gateway.pk]
+    locks = PendingLock.objects.filter(
+        state=State.INFLIGHT,
+        machine__in=gateway.machines.all(),
+        tx__expires_at__gt=now,
+    ).order_by("pk")
+    return [cmd for gw_id, cmd in command_payloads(locks=locks) if gw_id == gateway.pk]
 
 
 def command_answer(
