@@ -169,7 +169,8 @@ def test_it_fails_cleanly_when_the_stored_file_is_gone(new_upload):
     assert refresh(upload).status == "failed"
 
 
-def test_it_saves_progress_per_chunk(new_upload, monkeypatch):
+def saved_progress(new_upload, monkeypatch, rows=1100) -> list[int]:
+    """rows_done as stored after each chunk the parse reports."""
     seen = []
     original = services._Run.progress
 
@@ -178,10 +179,20 @@ def test_it_saves_progress_per_chunk(new_upload, monkeypatch):
         seen.append(WorkbookUpload.objects.values_list("rows_done", flat=True).get())
 
     monkeypatch.setattr(services._Run, "progress", spy)
-    upload = new_upload([(f"m:{401 + n % 4}", n % 3000) for n in range(1100)], validate_only=True)
+    upload = new_upload([(f"m:{401 + n % 4}", n % 3000) for n in range(rows)], validate_only=True)
     services.upload_process(upload_id=upload.pk)
-    assert seen == [500, 1000, 1100]
-    assert refresh(upload).rows_total == 1100
+    assert refresh(upload).rows_total == rows
+    return seen
+
+
+def test_it_saves_progress_per_chunk(new_upload, monkeypatch):
+    monkeypatch.setattr(services, "PROGRESS_EVERY", 0)
+    assert saved_progress(new_upload, monkeypatch) == [500, 1000, 1100]
+
+
+def test_a_fast_parse_saves_the_first_and_last_chunk_not_every_one(new_upload, monkeypatch):
+    monkeypatch.setattr(services, "PROGRESS_EVERY", 3600)
+    assert saved_progress(new_upload, monkeypatch) == [500, 500, 1100]
 
 
 def test_it_bounds_the_stored_errors(new_upload, monkeypatch):
