@@ -43,10 +43,13 @@ SCAN_CHUNK = 1024 * 1024
 SCAN_MAX_CARRY = 1024 * 1024
 
 # Every way an element named c (with or without a namespace prefix) can open
-# a tag; counted with bytes.count, so anything looking like one counts.
-CELL_TAG_STARTS = tuple(
-    lead + b"c" + end for lead in (b"<", b":") for end in (b" ", b"\t", b"\n", b"\r", b">", b"/")
-)
+# a tag: "<c" or ":c" followed by a space, tab, newline, CR, ">" or "/";
+# counted with bytes.count, so anything looking like one counts. One pass:
+# the five other characters that can end the name are first mapped to a
+# space, so counting "<c " and ":c " counts all twelve forms (nothing else
+# maps to a space).
+CELL_TAG_STARTS = (b"<c ", b":c ")
+TAG_END_TO_SPACE = bytes.maketrans(b"\t\n\r>/", b"     ")
 # The cell tag as Excel, LibreOffice and openpyxl write it: r="A1" first.
 # Any cell tag not in this form (no r, a prefix, quotes, lower case, $)
 # makes the counts differ, and the file goes to openpyxl.
@@ -127,7 +130,8 @@ def scan_part(stream, extent: Extent) -> None:
 def _scan_bytes(data: bytes, extent: Extent) -> None:
     if not data:
         return
-    extent.cell_tags += sum(data.count(start) for start in CELL_TAG_STARTS)
+    spaced = data.translate(TAG_END_TO_SPACE)
+    extent.cell_tags += sum(spaced.count(start) for start in CELL_TAG_STARTS)
     refs = CELL_REF_RE.findall(data)
     extent.cell_refs += len(refs)
     if refs:
@@ -374,10 +378,12 @@ def _calamine_rows(sheet) -> Iterator[tuple[int, tuple]]:
     keep = max(MAX_COLUMNS - start[1], 0)
     try:
         for index, row in enumerate(sheet.iter_rows()):
-            values = lead + tuple(_value(v) for v in row[:keep])
-            if all(v is None or (type(v) is str and not v.strip()) for v in values):
-                continue
-            yield index + 1, values
+            values = lead + tuple(map(_value, row[:keep]))
+            # A plain loop, not all(genexpr): this runs once per row.
+            for v in values:
+                if v is not None and (type(v) is not str or v.strip()):
+                    yield index + 1, values
+                    break
     except WorkbookRejected:
         raise
     except BaseException as exc:

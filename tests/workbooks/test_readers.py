@@ -302,6 +302,18 @@ def test_the_guard_sees_namespace_prefixed_cells(monkeypatch):
     assert verdict(data)[0] is False
 
 
+@pytest.mark.parametrize("lead", ["<", "<x:"])
+@pytest.mark.parametrize("end", [" ", "\t", "\n", "\r", ">", "/"])
+def test_the_guard_counts_every_way_a_cell_tag_can_open(lead, end, monkeypatch):
+    # One canonical cell, and one the reference scan cannot read (the name
+    # ends in something other than ' r="'): the counts differ, so openpyxl.
+    odd = {">": f"{lead}c><v>2</v></c>", "/": f"{lead}c/>"}.get(end, f'{lead}c{end}t="n" r="B1"/>')
+    data = sheet_xml(f'<row r="1"><c r="A1"><v>1</v></c>{odd}</row>')
+    for chunk in (None, 1, 5):
+        allowed, why = verdict(data, chunk, monkeypatch)
+        assert not allowed and "2 cell tags but 1 plain references" in why, (why, chunk)
+
+
 def test_the_guard_refuses_utf16_parts():
     data = sheet_xml('<row r="1"><c r="A1"><v>1</v></c></row>').decode().encode("utf-16")
     assert verdict(data) == (False, "utf-16 part")
