@@ -248,7 +248,8 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
     # Pending locks expire 10 s after the request (daphne processes with
     # sockets also do this every second).
-    # Uploads left queued (broker down) or parsing (worker killed) are re-queued.
+    # Uploads left queued (broker down) or parsing (worker killed), and error
+    # reports left preparing, are re-queued.
     "workbooks-requeue-stuck": {
         "task": "apps.workbooks.tasks.workbooks_requeue_stuck",
         "schedule": 120.0,

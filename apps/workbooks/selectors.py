@@ -83,7 +83,9 @@ def upload_page(*, upload: WorkbookUpload) -> dict:
     rows = upload_row_statuses(upload=upload)
     return {
         # The page polls (a fallback to the live socket) while something moves.
-        "polling": upload.is_active or any(r.state in ACTIVE_LOCK_STATES for r in rows),
+        "polling": upload.is_active
+        or upload.report_status == WorkbookUpload.ReportStatus.PREPARING
+        or any(r.state in ACTIVE_LOCK_STATES for r in rows),
         "upload": upload,
         "errors": (upload.errors or [])[:SHOWN_MESSAGES],
         "warnings": (upload.warnings or [])[:SHOWN_MESSAGES],
