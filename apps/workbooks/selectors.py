@@ -32,6 +32,12 @@ def upload_get_for_user(*, user, upload_id) -> WorkbookUpload | None:
         return None
 
 
+def upload_report_ready(*, upload_id) -> bool:
+    return WorkbookUpload.objects.filter(
+        pk=upload_id, report_status=WorkbookUpload.ReportStatus.READY
+    ).exists()
+
+
 def template_machines_for_user(*, user) -> QuerySet[Machine]:
     """The machines a template is pre-filled with: those of lines the user operates."""
     return (

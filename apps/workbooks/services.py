@@ -245,9 +245,9 @@ class _Run:
         if reported:  # every row was checked: queue its report with the result
             fields.update(_report_queued_fields(timezone.now()))
         if self.update(status=status, finished_at=timezone.now(), **fields):
+            live.upload_changed(self.upload_id)
             if reported:
                 transaction.on_commit(lambda: upload_report_enqueue(upload_id=self.upload_id))
-            live.upload_changed(self.upload_id)
             return status
         return None
 

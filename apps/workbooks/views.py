@@ -106,12 +106,14 @@ def upload_error_report(request, pk: int):
                 filename=f"upload-{upload.pk}-report.xlsx",
                 content_type=XLSX,
             )
-    if services.upload_report_request(upload=upload):
+    if not services.upload_report_request(upload=upload):
+        messages.info(request, "The report is still being prepared; the link appears when ready.")
+    elif selectors.upload_report_ready(upload_id=upload.pk):  # eager Celery: written already
+        messages.info(request, "The report has been prepared again: download it below.")
+    else:
         messages.info(
             request,
             "The report is being prepared; the download link appears on this page "
             "when it is ready.",
         )
-    else:
-        messages.info(request, "The report is still being prepared; the link appears when ready.")
     return redirect("workbooks:upload-detail", pk=upload.pk)

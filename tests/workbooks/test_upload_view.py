@@ -335,6 +335,17 @@ def test_it_queues_a_report_when_none_is_stored_instead_of_failing(
     assert parts(served(client.get(report_url(upload)))) == parts(fresh)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_eager_celery_the_download_link_prepares_the_report_at_once(
+    client_for, operator1, uploaded
+):
+    upload = uploaded()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="", report_path="")
+    response = client_for(operator1).get(report_url(upload), follow=True)
+    assert "The report has been prepared again: download it below." in response.content.decode()
+    assert WorkbookUpload.objects.get().report_status == "ready"
+
+
 def test_asking_twice_while_preparing_queues_once(
     client_for, operator1, uploaded, django_capture_on_commit_callbacks
 ):
