@@ -248,7 +248,8 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
     # Pending locks expire 10 s after the request (daphne processes with
     # sockets also do this every second).
-    # Uploads left queued (broker down) or parsing (worker killed) are re-queued.
+    # Uploads left queued (broker down) or parsing (worker killed), and error
+    # reports left preparing, are re-queued.
     "workbooks-requeue-stuck": {
         "task": "apps.workbooks.tasks.workbooks_requeue_stuck",
         "schedule": 120.0,
@@ -269,7 +270,8 @@ TELEMETRY_RATE_BURST = env.int("TELEMETRY_RATE_BURST", default=2_500_000)
 # Workbook uploads (apps/workbooks)
 # ---------------------------------
 WORKBOOK_MAX_UPLOAD_BYTES = env.int("WORKBOOK_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
-WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=20_000)
+# Data rows of one sheet; the error report is written by a task, not in a request.
+WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=100_000)
 
 # Cache: the per-gateway rate bucket must be shared by every process.
 if REDIS_URL:

@@ -7,8 +7,16 @@ from .models import WorkbookUpload
 class WorkbookUploadAdmin(admin.ModelAdmin):
     """Read-only: uploads are written by the upload page and the task."""
 
-    list_display = ["id", "original_filename", "uploader", "status", "validate_only", "created_at"]
-    list_filter = ["status", "validate_only"]
+    list_display = [
+        "id",
+        "original_filename",
+        "uploader",
+        "status",
+        "report_status",
+        "validate_only",
+        "created_at",
+    ]
+    list_filter = ["status", "report_status", "validate_only"]
     search_fields = ["original_filename", "uploader__username", "sha256"]
     date_hierarchy = "created_at"
 

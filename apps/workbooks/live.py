@@ -37,6 +37,10 @@ def upload_regions(upload_id) -> dict[str, tuple[str, None]]:
             render_to_string("workbooks/detail.html#upload_status", context),
             None,
         ),
+        f"upload-report-{upload.pk}": (
+            render_to_string("workbooks/detail.html#upload_report", context),
+            None,
+        ),
         f"upload-rows-{upload.pk}": (
             render_to_string("workbooks/detail.html#upload_rows", context),
             None,

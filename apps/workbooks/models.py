@@ -22,6 +22,17 @@ class WorkbookUpload(models.Model):
         FAILED = "failed"
 
     ACTIVE = (Status.QUEUED, Status.PARSING)
+    # The uploads whose rows were all checked: they have an error report.
+    REPORTED = (Status.PARSED, Status.APPLIED)
+
+    class ReportStatus(models.TextChoices):
+        # Not parsed (yet), or parsed before reports were kept.
+        NONE = "", "none"
+        # Queued or being written; report_rows_done says how far.
+        PREPARING = "preparing"
+        READY = "ready"
+        # report_message says why, for the operator; nothing else is lost.
+        FAILED = "failed"
 
     uploader = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="workbook_uploads"
@@ -57,9 +68,28 @@ class WorkbookUpload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    # The error report, written by its own task once the rows are checked.
+    report_status = models.CharField(
+        max_length=16, choices=ReportStatus.choices, blank=True, default=ReportStatus.NONE
+    )
+    # Relative to VAR_DIR/uploads like stored_path; served only when ready.
+    report_path = models.CharField(max_length=255, blank=True)
+    report_rows_done = models.PositiveIntegerField(default=0)
+    report_message = models.TextField(blank=True)
+    # Runs since the report was last asked for (the give-up counter).
+    report_attempts = models.PositiveSmallIntegerField(default=0)
+    # The fencing token of the run writing the report: each run's writes
+    # are conditional on it, so a run given up on cannot overwrite a newer one.
+    report_run = models.UUIDField(null=True, blank=True)
+    # Last sign of life of the report run, for the stuck-report sweeper.
+    report_updated_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "updated_at"])]
+        indexes = [
+            models.Index(fields=["status", "updated_at"]),
+            models.Index(fields=["report_status", "report_updated_at"]),
+        ]
 
     def __str__(self):
         return f"upload {self.pk} {self.original_filename} ({self.status})"
@@ -73,6 +103,17 @@ class WorkbookUpload(models.Model):
         if not self.rows_total:
             return 100 if not self.is_active else 0
         return min(100, round(100 * self.rows_done / self.rows_total))
+
+    @property
+    def has_report(self) -> bool:
+        """Every row was checked, so a report of them can be written."""
+        return self.status in self.REPORTED
+
+    @property
+    def report_percent(self) -> int:
+        if not self.rows_total:
+            return 0
+        return min(100, round(100 * self.report_rows_done / self.rows_total))
 
     @property
     def topic(self) -> str:

@@ -477,9 +477,10 @@ def parse_workbook(
     the first `max_messages` errors and warnings are kept (the summary
     counts them all), so memory does not grow with a file full of them.
     """
-    # One row per machine: far above any plant, and it bounds the parse (~3 s)
-    # and the on-request error report (~10 s) of the largest accepted sheet.
-    max_rows = _setting("WORKBOOK_MAX_ROWS", 20_000)
+    # Far above one row per machine of any plant; it bounds the parse (~2 s)
+    # and the error report (written by its own task, ~9 s) of the largest
+    # accepted sheet, while a 10 MB upload could hold millions of rows.
+    max_rows = _setting("WORKBOOK_MAX_ROWS", 100_000)
     from .readers import open_rows
 
     sheet = open_rows(path)
@@ -501,7 +502,8 @@ def parse_workbook(
             done += 1
             if done > max_rows:
                 raise WorkbookRejected(
-                    f"The sheet has more than {max_rows} rows; split it into several workbooks.",
+                    f"The sheet has more than {max_rows:,} rows; split it into several "
+                    f"workbooks of at most {max_rows:,} rows each.",
                     "too_big",
                 )
             result = validate(number, values)

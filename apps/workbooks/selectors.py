@@ -32,6 +32,12 @@ def upload_get_for_user(*, user, upload_id) -> WorkbookUpload | None:
         return None
 
 
+def upload_report_ready(*, upload_id) -> bool:
+    return WorkbookUpload.objects.filter(
+        pk=upload_id, report_status=WorkbookUpload.ReportStatus.READY
+    ).exists()
+
+
 def template_machines_for_user(*, user) -> QuerySet[Machine]:
     """The machines a template is pre-filled with: those of lines the user operates."""
     return (
@@ -83,7 +89,9 @@ def upload_page(*, upload: WorkbookUpload) -> dict:
     rows = upload_row_statuses(upload=upload)
     return {
         # The page polls (a fallback to the live socket) while something moves.
-        "polling": upload.is_active or any(r.state in ACTIVE_LOCK_STATES for r in rows),
+        "polling": upload.is_active
+        or upload.report_status == WorkbookUpload.ReportStatus.PREPARING
+        or any(r.state in ACTIVE_LOCK_STATES for r in rows),
         "upload": upload,
         "errors": (upload.errors or [])[:SHOWN_MESSAGES],
         "warnings": (upload.warnings or [])[:SHOWN_MESSAGES],

@@ -21,6 +21,7 @@ from .models import STORED_MESSAGES_LIMIT, WorkbookUpload
 
 logger = logging.getLogger(__name__)
 Status = WorkbookUpload.Status
+ReportStatus = WorkbookUpload.ReportStatus
 # Seconds between two progress saves of a parsing run (see _Run.progress).
 PROGRESS_EVERY = 0.25
 
@@ -255,22 +256,192 @@ class _Run:
             live.upload_changed(self.upload_id)
 
     def finish(self, status: str, **fields) -> str | None:
+        reported = status in WorkbookUpload.REPORTED
+        if reported:  # every row was checked: queue its report with the result
+            fields.update(_report_queued_fields(timezone.now()))
         if self.update(status=status, finished_at=timezone.now(), **fields):
             live.upload_changed(self.upload_id)
+            if reported:
+                transaction.on_commit(lambda: upload_report_enqueue(upload_id=self.upload_id))
             return status
         return None
 
 
 # Error report
 # ------------
+# Written by its own task once a parse run has checked every row, to a file
+# beside the uploads; the download serves that file. Its state lives in the
+# report_* fields of the upload, apart from the parse's.
+
+# Seconds between two progress saves (and pushes) of a report run.
+REPORT_PROGRESS_SECONDS = 0.5
 
 
-def upload_error_report(*, upload: WorkbookUpload) -> bytes:
-    """The error report of a parsed upload: the stored file checked again
-    with the same rules, row by row, so it lists every message however many
-    were stored with the upload."""
+def upload_report_path(upload: WorkbookUpload) -> Path | None:
+    """The stored report of `upload` when it is ready, else None."""
+    if upload.report_status != ReportStatus.READY or not upload.report_path:
+        return None
+    return uploads_dir() / upload.report_path
+
+
+def _report_queued_fields(now) -> dict:
+    return {
+        "report_status": ReportStatus.PREPARING,
+        "report_rows_done": 0,
+        "report_message": "",
+        "report_attempts": 0,
+        "report_updated_at": now,
+    }
+
+
+def upload_report_enqueue(*, upload_id: int) -> bool:
+    """Hand the report to a worker; as for parsing, a broker that is down
+    leaves it preparing and the sweeper sends it again."""
+    from .tasks import workbook_report_task
+
+    try:
+        workbook_report_task.apply_async(args=[upload_id], retry=False)
+    except Exception:
+        logger.warning(
+            "could not queue the report of upload %s; the sweeper retries", upload_id, exc_info=True
+        )
+        return False
+    return True
+
+
+def upload_report_request(*, upload: WorkbookUpload) -> bool:
+    """Queue the report of a checked upload that has none ready: parsed
+    before reports were kept, a failed report, or a stored report that is
+    gone. False when one is being prepared already (or there are no rows)."""
+    requestable = [ReportStatus.NONE, ReportStatus.FAILED, ReportStatus.READY]
+    now = timezone.now()
+    queued = WorkbookUpload.objects.filter(
+        pk=upload.pk, status__in=WorkbookUpload.REPORTED, report_status__in=requestable
+    ).update(**_report_queued_fields(now))
+    if not queued:
+        return False
+    transaction.on_commit(lambda: upload_report_enqueue(upload_id=upload.pk))
+    transaction.on_commit(lambda: live.upload_changed(upload.pk))
+    return True
+
+
+def upload_reports_requeue_stuck(*, now=None) -> list[int]:
+    """Queue again the reports preparing with no sign of life for a while
+    (broker down when queued, a worker killed mid-write)."""
+    now = now or timezone.now()
+    ids = list(
+        WorkbookUpload.objects.filter(
+            report_status=ReportStatus.PREPARING, report_updated_at__lt=now - stuck_after()
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:200]
+    )
+    requeued = []
+    for upload_id in ids:
+        WorkbookUpload.objects.filter(pk=upload_id).update(report_updated_at=now)
+        if upload_report_enqueue(upload_id=upload_id):
+            requeued.append(upload_id)
+    return requeued
+
+
+def upload_report_build(*, upload_id: int) -> str | None:
+    """Write the report of one checked upload: its stored file checked
+    again with the same rules, row by row, so the report lists every
+    message however many were stored with the upload.
+
+    Each run writes a new file under a generated name and records it at
+    once, so the next run deletes what a killed one left behind; the file
+    is served only once the run has closed it and marked it ready.
+    """
     from . import writers
 
-    return writers.error_report_workbook(
-        path=upload_path(upload), index=parsing.MachineIndex.for_user(upload.uploader)
+    now = timezone.now()
+    run_id = uuid.uuid4()
+    relative = f"reports/{now:%Y/%m}/{uuid.uuid4().hex}.xlsx"
+    previous = (
+        WorkbookUpload.objects.filter(pk=upload_id).values_list("report_path", flat=True).first()
     )
+    claimed = WorkbookUpload.objects.filter(
+        pk=upload_id, status__in=WorkbookUpload.REPORTED, report_status=ReportStatus.PREPARING
+    ).update(
+        report_run=run_id,
+        report_path=relative,
+        report_attempts=F("report_attempts") + 1,
+        report_rows_done=0,
+        report_updated_at=now,
+    )
+    if not claimed:
+        return None  # ready already (a duplicate delivery), not asked for, or deleted
+    if previous:
+        (uploads_dir() / previous).unlink(missing_ok=True)
+    upload = WorkbookUpload.objects.select_related("uploader").get(pk=upload_id)
+    run = _ReportRun(upload_id, run_id)
+    live.upload_changed(upload_id)
+    target = uploads_dir() / relative
+    if upload.report_attempts > max_attempts():
+        return run.fail(
+            f"The report could not be prepared after {max_attempts()} attempts. "
+            "Try again later; if it keeps failing, contact support."
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Created private (0600, like the upload) before a byte is written.
+        target.touch(mode=0o600, exist_ok=False)
+        with open(target, "wb") as out:
+            rows = writers.error_report_write(
+                path=upload_path(upload),
+                index=parsing.MachineIndex.for_user(upload.uploader),
+                target=out,
+                on_progress=run.progress,
+            )
+    except (parsing.WorkbookRejected, FileNotFoundError):
+        target.unlink(missing_ok=True)
+        return run.fail(
+            "The report cannot be prepared: the uploaded file is no longer stored or "
+            "can no longer be read. Upload the workbook again for a new report."
+        )
+    except SoftTimeLimitExceeded:
+        target.unlink(missing_ok=True)
+        return run.fail("The report took too long to prepare; try again later.")
+    except Exception:
+        logger.exception("the report of workbook upload %s failed", upload_id)
+        target.unlink(missing_ok=True)
+        return run.fail(
+            "The report could not be prepared because of an error on our side. "
+            "It has been logged; try again later."
+        )
+    if run.update(report_status=ReportStatus.READY, report_rows_done=rows):
+        live.upload_changed(upload_id)
+        return ReportStatus.READY
+    target.unlink(missing_ok=True)  # a newer run took over
+    return None
+
+
+class _ReportRun:
+    def __init__(self, upload_id: int, run_id: uuid.UUID):
+        self.upload_id = upload_id
+        self.run_id = run_id
+        self.saved_at = timezone.now()
+
+    def update(self, **fields) -> bool:
+        fields["report_updated_at"] = timezone.now()
+        return bool(
+            WorkbookUpload.objects.filter(
+                pk=self.upload_id, report_status=ReportStatus.PREPARING, report_run=self.run_id
+            ).update(**fields)
+        )
+
+    def progress(self, rows_done: int) -> None:
+        # The topic coalesces pushes to every 0.5 s; saving more often is waste.
+        now = timezone.now()
+        if (now - self.saved_at).total_seconds() < REPORT_PROGRESS_SECONDS:
+            return
+        self.saved_at = now
+        if self.update(report_rows_done=rows_done):
+            live.upload_changed(self.upload_id)
+
+    def fail(self, message: str) -> str | None:
+        if self.update(report_status=ReportStatus.FAILED, report_message=message, report_path=""):
+            live.upload_changed(self.upload_id)
+            return ReportStatus.FAILED
+        return None

@@ -17,6 +17,21 @@ def workbook_parse_task(upload_id: int) -> None:
     services.upload_process(upload_id=upload_id)
 
 
+@shared_task(
+    acks_late=True,
+    # A worker killed mid-write gives the message back; a re-run starts over.
+    reject_on_worker_lost=True,
+    # The largest accepted sheet's report takes seconds; past this something
+    # is wrong, and the upload shows the report failed (it can be asked again).
+    time_limit=300,
+    soft_time_limit=240,
+    ignore_result=True,
+)
+def workbook_report_task(upload_id: int) -> None:
+    services.upload_report_build(upload_id=upload_id)
+
+
 @shared_task(ignore_result=True)
 def workbooks_requeue_stuck() -> None:
     services.uploads_requeue_stuck()
+    services.upload_reports_requeue_stuck()

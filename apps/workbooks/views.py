@@ -1,12 +1,12 @@
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
 
 from . import parsing, selectors, services, writers
 from .forms import WorkbookUploadForm, size_limit_message
-from .models import WorkbookUpload
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # Room for the multipart envelope and the other fields around the file.
@@ -87,16 +87,33 @@ def upload_template(request):
 
 @require_GET
 def upload_error_report(request, pk: int):
+    """Serve the stored report. None ready (an upload parsed before reports
+    were kept, a failed report, a stored one gone): queue one and send the
+    user to the upload's page, where its progress and then the link show."""
     upload = selectors.upload_get_for_user(user=request.user, upload_id=pk)
-    if upload is None or upload.status not in (
-        WorkbookUpload.Status.PARSED,
-        WorkbookUpload.Status.APPLIED,
-    ):
+    if upload is None or not upload.has_report:
         raise Http404("No report for this upload.")
-    try:
-        content = services.upload_error_report(upload=upload)
-    except (parsing.WorkbookRejected, FileNotFoundError):
-        raise Http404("The uploaded file is no longer available.") from None
-    response = HttpResponse(content, content_type=XLSX)
-    response["Content-Disposition"] = f'attachment; filename="upload-{upload.pk}-report.xlsx"'
-    return response
+    path = services.upload_report_path(upload)
+    if path is not None:
+        try:
+            report = open(path, "rb")
+        except FileNotFoundError:
+            pass
+        else:
+            return FileResponse(
+                report,
+                as_attachment=True,
+                filename=f"upload-{upload.pk}-report.xlsx",
+                content_type=XLSX,
+            )
+    if not services.upload_report_request(upload=upload):
+        messages.info(request, "The report is still being prepared; the link appears when ready.")
+    elif selectors.upload_report_ready(upload_id=upload.pk):  # eager Celery: written already
+        messages.info(request, "The report has been prepared again: download it below.")
+    else:
+        messages.info(
+            request,
+            "The report is being prepared; the download link appears on this page "
+            "when it is ready.",
+        )
+    return redirect("workbooks:upload-detail", pk=upload.pk)

@@ -1,5 +1,6 @@
 """A workbook upload end to end in Chromium: the form, the progress, the row
-errors, then the pending setpoints reconciled by the simulator."""
+errors, the report's link, then the pending setpoints reconciled by the
+simulator."""
 
 import re
 
@@ -54,6 +55,10 @@ def test_an_upload_shows_progress_row_errors_then_reconciled_setpoints(login, si
             expect(errors).to_contain_text("m:999")
             expect(errors).to_contain_text("<script>alert(1)</script>")  # as text
             assert page.locator(".row-errors script").count() == 0
+            # The report is written after the parse; its link arrives live.
+            expect(page.locator(".upload-report a[download]")).to_have_text(
+                "Download the report", timeout=30_000
+            )
 
             page.goto(page.url.split("/workbooks/")[0] + "/lines/01/")
             cell = page.locator("#machine-row-m401 td:nth-child(4) .setpoint")

@@ -38,13 +38,45 @@ def test_it_lets_only_the_uploader_and_superusers_watch(upload, plant, operator1
 
 def test_it_renders_the_same_regions_as_the_page(upload, client_for, operator1):
     regions = live.upload_regions(upload.pk)
-    assert set(regions) == {f"upload-status-{upload.pk}", f"upload-rows-{upload.pk}"}
+    assert set(regions) == {
+        f"upload-status-{upload.pk}",
+        f"upload-report-{upload.pk}",
+        f"upload-rows-{upload.pk}",
+    }
     html, audience = regions[f"upload-status-{upload.pk}"]
     assert audience is None
     assert '<progress max="2000" value="500"' in html and "500 / 2000 rows" in html
     page = client_for(operator1).get(f"/workbooks/{upload.pk}/").content.decode()
-    assert html.strip() in page
+    for html, _ in regions.values():
+        assert html.strip() in page
     assert live.upload_regions(upload.pk + 1) == {}
+
+
+def test_the_pushed_report_shows_its_progress_then_the_link(upload, client_for, operator1):
+    WorkbookUpload.objects.filter(pk=upload.pk).update(
+        status="parsed", rows_done=2000, report_status="preparing", report_rows_done=1000
+    )
+    html, _ = live.upload_regions(upload.pk)[f"upload-report-{upload.pk}"]
+    assert '<progress max="2000" value="1000"' in html and "1000 / 2000 rows written" in html
+    assert "Download the report" not in html
+    page = client_for(operator1).get(f"/workbooks/{upload.pk}/").content.decode()
+    assert html.strip() in page  # the same partial as the page
+
+    WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="ready", report_rows_done=2000)
+    html, _ = live.upload_regions(upload.pk)[f"upload-report-{upload.pk}"]
+    assert f'href="/workbooks/{upload.pk}/report.xlsx" download>Download the report' in html
+    assert "<progress" not in html
+
+
+def test_the_pushed_report_says_why_it_failed(upload):
+    WorkbookUpload.objects.filter(pk=upload.pk).update(
+        status="applied",
+        report_status="failed",
+        report_message="The report took too long to prepare; try again later.",
+    )
+    html, _ = live.upload_regions(upload.pk)[f"upload-report-{upload.pk}"]
+    assert 'role="alert">The report took too long to prepare; try again later.</p>' in html
+    assert f'href="/workbooks/{upload.pk}/report.xlsx">Prepare the report again' in html
 
 
 def test_it_escapes_what_it_pushes(upload):

@@ -79,3 +79,41 @@ async def test_it_refuses_someone_elses_upload(plant, operator1):
     )
     assert await next_of(communicator, "refused") == {"type": "refused", "topic": upload.topic}
     await communicator.disconnect()
+
+
+async def test_it_pushes_the_report_progress_then_its_link(plant, operator1):
+    upload = await database_sync_to_async(WorkbookUpload.objects.create)(
+        uploader=operator1,
+        original_filename="a.xlsx",
+        stored_path="x",
+        size=1,
+        sha256="0",
+        status="parsed",
+        rows_total=1000,
+        rows_done=1000,
+        report_status="preparing",
+    )
+    communicator = await connect(operator1)
+    await communicator.send_to(
+        text_data=json.dumps({"type": "subscribe", "topics": [upload.topic]})
+    )
+    snapshot = await next_of(communicator, "snapshot")
+    assert f'id="upload-report-{upload.pk}"' in snapshot["html"]
+    assert "0 / 1000 rows written" in snapshot["html"]
+
+    @database_sync_to_async
+    def change(**fields):
+        WorkbookUpload.objects.filter(pk=upload.pk).update(**fields)
+        upload_changed(upload.pk)
+
+    await change(report_rows_done=500)
+    delta = await next_of(communicator, "delta")
+    assert "500 / 1000 rows written" in delta["html"]
+    # Only the report region changed, so only it is sent.
+    assert f'id="upload-status-{upload.pk}"' not in delta["html"]
+
+    await change(report_status="ready", report_rows_done=1000)
+    delta = await next_of(communicator, "delta")
+    link = f'href="/workbooks/{upload.pk}/report.xlsx" download>Download the report'
+    assert link in delta["html"]
+    await communicator.disconnect()

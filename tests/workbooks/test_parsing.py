@@ -213,6 +213,21 @@ def test_it_refuses_more_rows_than_the_limit(xlsx, index, settings):
         parse_workbook(xlsx([["m:401", 1]] * 6), index=index)
 
 
+def test_it_accepts_100000_rows_by_default_and_refuses_one_more(tmp_path, index):
+    path = tmp_path / "big.xlsx"
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Setpoints")
+    sheet.append(["Machine ID", "Target Speed"])
+    for n in range(100_001):
+        sheet.append(["m:401", n % 3000])
+    workbook.save(path)
+    seen = []
+    message = "more than 100,000 rows; split it into several workbooks of at most 100,000"
+    with pytest.raises(WorkbookRejected, match=message):
+        parse_workbook(path, index=index, on_chunk=lambda done, total: seen.append(done))
+    assert seen[-1] == 100_000  # every row up to the limit was read and checked
+
+
 def test_it_ignores_columns_and_far_cells_without_padding_memory(tmp_path, index):
     path = tmp_path / "sparse.xlsx"
     workbook = Workbook()

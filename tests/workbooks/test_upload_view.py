@@ -1,17 +1,22 @@
 """The upload page, the detail page and the downloads."""
 
+import io
+import zipfile
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from apps.control.models import ControlTransaction, PendingLock
+from apps.workbooks import services, writers
 from apps.workbooks.models import WorkbookUpload
-from apps.workbooks.parsing import OLE2_MAGIC
+from apps.workbooks.parsing import OLE2_MAGIC, MachineIndex
 
 from .conftest import as_upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 URL = reverse("workbooks:upload")
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def post(client, path, *, name=None, validate_only=False, callbacks=None):
@@ -206,3 +211,170 @@ def test_it_hides_uploads_of_other_users(client_for, operator1, plant):
     assert client_for(plant.users["admin"]).get(url).status_code == 200
     report = reverse("workbooks:error-report", args=[upload.pk])
     assert client_for(operator1).get(report).status_code == 404
+
+
+# The error report download
+# -------------------------
+
+
+def report_url(upload) -> str:
+    return reverse("workbooks:error-report", args=[upload.pk])
+
+
+def detail_url(upload) -> str:
+    return reverse("workbooks:upload-detail", args=[upload.pk])
+
+
+def served(response) -> bytes:
+    try:
+        return b"".join(response.streaming_content)
+    finally:
+        response.close()
+
+
+def parts(content: bytes) -> dict[str, bytes]:
+    """The parts of an .xlsx package but its timestamps (docProps/core.xml)."""
+    with zipfile.ZipFile(io.BytesIO(content)) as package:
+        return {n: package.read(n) for n in package.namelist() if n != "docProps/core.xml"}
+
+
+@pytest.fixture
+def uploaded(client_for, operator1, xlsx, django_capture_on_commit_callbacks):
+    """operator1's upload, parsed and reported (each task run on commit)."""
+
+    def make(rows=(("m:401", 1500, "RUN"), ("m:402", "fast"), ("m:401", 900))):
+        with django_capture_on_commit_callbacks(execute=True):
+            post(client_for(operator1), xlsx([list(r) for r in rows]))
+        return WorkbookUpload.objects.get()
+
+    return make
+
+
+def test_it_serves_the_stored_report_byte_for_byte_as_a_fresh_build(
+    client_for, operator1, uploaded
+):
+    upload = uploaded()
+    assert upload.report_status == "ready"
+    response = client_for(operator1).get(report_url(upload))
+    assert response.status_code == 200 and response["Content-Type"] == XLSX
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="upload-{upload.pk}-report.xlsx"'
+    )
+    fresh = writers.error_report_workbook(
+        path=services.upload_path(upload), index=MachineIndex.for_user(operator1)
+    )
+    assert parts(served(response)) == parts(fresh)
+
+
+def test_the_page_shows_the_report_link_once_ready(client_for, operator1, uploaded):
+    upload = uploaded()
+    text = client_for(operator1).get(detail_url(upload)).content.decode()
+    assert f'id="upload-report-{upload.pk}"' in text
+    assert f'href="{report_url(upload)}" download>Download the report</a>' in text
+
+
+def test_the_page_shows_the_report_progress_while_preparing(client_for, operator1, uploaded):
+    upload = uploaded()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(
+        report_status="preparing", report_rows_done=2, status="parsed"
+    )
+    PendingLock.objects.update(state="reconciled")
+    response = client_for(operator1).get(detail_url(upload), headers={"HX-Request": "true"})
+    text = response.content.decode()
+    assert f'id="upload-report-{upload.pk}" hx-swap-oob="true"' in text
+    assert '<progress max="3" value="2"' in text and "2 / 3 rows written" in text
+    assert "Download the report" not in text
+    assert 'hx-trigger="every 2s"' in text  # the page polls while the report moves
+
+
+def test_a_failed_report_shows_why_and_the_download_asks_for_it_again(
+    client_for, operator1, uploaded, django_capture_on_commit_callbacks
+):
+    upload = uploaded()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(
+        report_status="failed", report_message="The report took too long to prepare."
+    )
+    client = client_for(operator1)
+    text = client.get(detail_url(upload)).content.decode()
+    assert "The report took too long to prepare." in text and "Download the report" not in text
+    assert "applied" in text  # the upload's own state is untouched
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.get(report_url(upload))
+    assert response.status_code == 302 and response["Location"] == detail_url(upload)
+    assert WorkbookUpload.objects.get().report_status == "preparing"
+    assert len(callbacks) == 2  # queue the task, push the page
+    text = client.get(response["Location"]).content.decode()
+    assert "The report is being prepared" in text and "rows written" in text
+    for callback in callbacks:
+        callback()
+    assert client.get(report_url(upload)).status_code == 200
+
+
+@pytest.mark.parametrize("state", ["none", "file gone"])
+def test_it_queues_a_report_when_none_is_stored_instead_of_failing(
+    client_for, operator1, uploaded, django_capture_on_commit_callbacks, state
+):
+    upload = uploaded()
+    if state == "none":  # parsed before reports were kept
+        WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="", report_path="")
+        page = client_for(operator1).get(detail_url(upload)).content.decode()
+        assert "This upload has no report yet." in page
+    else:
+        services.upload_report_path(upload).unlink()
+    client = client_for(operator1)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.get(report_url(upload))
+    assert response.status_code == 302 and response["Location"] == detail_url(upload)
+    # Eager here: the queued report was written on commit.
+    upload = WorkbookUpload.objects.get()
+    assert upload.report_status == "ready"
+    fresh = writers.error_report_workbook(
+        path=services.upload_path(upload), index=MachineIndex.for_user(operator1)
+    )
+    assert parts(served(client.get(report_url(upload)))) == parts(fresh)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_eager_celery_the_download_link_prepares_the_report_at_once(
+    client_for, operator1, uploaded
+):
+    upload = uploaded()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="", report_path="")
+    response = client_for(operator1).get(report_url(upload), follow=True)
+    assert "The report has been prepared again: download it below." in response.content.decode()
+    assert WorkbookUpload.objects.get().report_status == "ready"
+
+
+def test_asking_twice_while_preparing_queues_once(
+    client_for, operator1, uploaded, django_capture_on_commit_callbacks
+):
+    upload = uploaded()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="preparing")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client_for(operator1).get(report_url(upload), follow=True)
+    assert callbacks == []
+    assert "The report is still being prepared" in response.content.decode()
+
+
+@pytest.mark.parametrize("who", ["operator2", "viewer", "outsider"])
+def test_nobody_else_can_download_or_queue_someones_report(
+    client, plant, uploaded, django_capture_on_commit_callbacks, who
+):
+    upload = uploaded()
+    client.force_login(plant.users[who])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert client.get(report_url(upload)).status_code == 404
+        WorkbookUpload.objects.filter(pk=upload.pk).update(report_status="failed")
+        assert client.get(report_url(upload)).status_code == 404
+    assert callbacks == [] and WorkbookUpload.objects.get().report_status == "failed"
+    client.force_login(plant.users["admin"])
+    assert client.get(report_url(upload)).status_code == 302  # a superuser may ask for it
+
+
+def test_there_is_no_report_before_the_rows_are_checked(client_for, operator1):
+    upload = WorkbookUpload.objects.create(
+        uploader=operator1, original_filename="a.xlsx", stored_path="x", size=1, sha256="0"
+    )
+    assert client_for(operator1).get(report_url(upload)).status_code == 404
+    assert WorkbookUpload.objects.get().report_status == ""

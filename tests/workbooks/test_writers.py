@@ -21,6 +21,14 @@ def read(content: bytes, **kwargs):
     return load_workbook(io.BytesIO(content), **kwargs)
 
 
+def served(response) -> bytes:
+    assert response.status_code == 200, response.status_code
+    try:
+        return b"".join(response.streaming_content)
+    finally:
+        response.close()
+
+
 def no_formulas(workbook) -> None:
     for sheet in workbook.worksheets:
         for row in sheet.iter_rows():
@@ -121,7 +129,7 @@ def test_it_serves_the_error_report_of_a_parsed_upload(
         )
     response = client_for(operator1).get(reverse("workbooks:error-report", args=[upload.pk]))
     assert response.status_code == 200 and response["Content-Type"] == XLSX
-    table = list(read(response.content).active.iter_rows(values_only=True))
+    table = list(read(served(response)).active.iter_rows(values_only=True))
     assert [r[-2] for r in table[1:]] == ["valid", "invalid"]
 
 
@@ -132,11 +140,12 @@ def test_it_recomputes_the_report_when_stored_errors_were_cut(
         upload = services.upload_create(
             uploader=operator1, file=as_upload(xlsx([["bad", 1]] * 3)), validate_only=True
         )
+    # Only the first errors are kept on the upload; the report has them all.
     WorkbookUpload.objects.filter(pk=upload.pk).update(
         errors=[], summary={"complete": False, "total": 3}
     )
     response = client_for(operator1).get(reverse("workbooks:error-report", args=[upload.pk]))
-    table = list(read(response.content).active.iter_rows(values_only=True))
+    table = list(read(served(response)).active.iter_rows(values_only=True))
     assert [r[-2] for r in table[1:]] == ["invalid"] * 3
 
 
@@ -151,3 +160,88 @@ def test_it_has_no_report_for_a_rejected_upload(client_for, operator1):
     )
     url = reverse("workbooks:error-report", args=[upload.pk])
     assert client_for(operator1).get(url).status_code == 404
+
+
+def cell_facts(sheet) -> dict:
+    return {
+        c.coordinate: (c.value, c.data_type, c.quotePrefix, c.fill.fgColor.rgb)
+        for row in sheet.iter_rows()
+        for c in row
+        if c.value is not None
+    }
+
+
+def text_workbook(path, rows):
+    """An upload whose cells hold formula-like text as text (the way Excel
+    stores '=1+1 typed with the apostrophe), not as formulas."""
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    for r, row in enumerate(rows, start=1):
+        for c, value in enumerate(row, start=1):
+            cell = sheet.cell(row=r, column=c)
+            text_cell(cell, value) if isinstance(value, str) else setattr(cell, "value", value)
+    workbook.save(path)
+    return path
+
+
+def test_the_report_writes_every_text_cell_as_text(tmp_path, operator1):
+    """Plain values and styled cells alike: what was uploaded comes back as
+    the same text, never a formula or an error cell, formula prefixes quoted."""
+    from apps.workbooks.parsing import MachineIndex
+
+    tricky = NASTY + ["#N/A", "#DIV/0!", "=", " padded ", "plain"]
+    rows = [["Machine ID", "Target Speed", "Mode", "=Notes"]]
+    rows += [["m:401", 100 + n, "RUN", value] for n, value in enumerate(tricky)]
+    rows += [[value, 5, "RUN", "ok"] for value in tricky]  # invalid Machine IDs
+    path = text_workbook(tmp_path / "tricky.xlsx", rows)
+    workbook = read(error_report_workbook(path=path, index=MachineIndex.for_user(operator1)))
+    no_formulas(workbook)
+    facts = cell_facts(workbook.active)
+    assert facts["E1"][:3] == ("=Notes", "s", True)
+    quoted = ("=", "+", "-", "@", "\t", "\r")
+    for row, value in enumerate(tricky, start=2):
+        shown = value.replace("\r", "\n")  # XML reads a bare CR back as LF
+        note = facts[f"E{row}"]  # a valid row: written as plain values where safe
+        assert note[:3] == (shown, "s", shown.startswith(quoted)), (row, note)
+        bad = facts[f"B{row + len(tricky)}"]  # an invalid Machine ID: a red cell
+        assert bad[:3] == (shown, "s", shown.startswith(quoted)), (row, bad)
+        assert bad[3].endswith("FFC7CE")
+    assert facts["C2"] == (100, "n", False, "00000000")
+
+
+def test_the_report_colours_invalid_cells_red_and_warned_cells_yellow(xlsx, operator1):
+    rows = [["m:401", 100], ["m:402", "200"], ["m:401", 300], ["m:403", 5000]]
+    from apps.workbooks.parsing import MachineIndex
+
+    content = error_report_workbook(path=xlsx(rows), index=MachineIndex.for_user(operator1))
+    sheet = read(content).active
+    fill = {c: sheet[c].fill.fgColor.rgb[-6:] for c in ("B2", "C3", "B4", "C5", "E5", "E2")}
+    assert fill == {
+        "B2": "FFEB9C",  # m:401 is listed again in row 4: this row is ignored
+        "C3": "FFEB9C",  # "200" was stored as text
+        "B4": "000000",
+        "C5": "FFC7CE",  # out of range
+        "E5": "FFC7CE",  # the status of an invalid row
+        "E2": "000000",
+    }
+    table = list(sheet.iter_rows(values_only=True))
+    assert [r[4] for r in table[1:]] == ["ignored", "valid", "valid", "invalid"]
+    # Messages name the cell of the uploaded sheet (the report adds a Row column).
+    assert table[2][5] == "B3: Target Speed '200' was stored as text; read as a number. (warning)"
+
+
+def test_the_report_calls_back_with_its_progress(xlsx, operator1, monkeypatch):
+    from apps.workbooks import writers
+    from apps.workbooks.parsing import MachineIndex
+
+    monkeypatch.setattr(writers, "PROGRESS_ROWS", 10)
+    seen = []
+    written = writers.error_report_write(
+        path=xlsx([["m:401", n] for n in range(25)]),
+        index=MachineIndex.for_user(operator1),
+        target=io.BytesIO(),
+        on_progress=seen.append,
+    )
+    assert seen == [10, 20] and written == 25
