@@ -22,8 +22,10 @@ from .models import STORED_MESSAGES_LIMIT, WorkbookUpload
 logger = logging.getLogger(__name__)
 Status = WorkbookUpload.Status
 ReportStatus = WorkbookUpload.ReportStatus
-# Seconds between two progress saves of a parsing run (see _Run.progress).
-PROGRESS_EVERY = 0.25
+# Seconds between two progress saves (and pushes) of a parse or report run:
+# the period of the upload's live topic (apps/live/topics.py), so saving more
+# often would tell no screen anything more.
+PROGRESS_EVERY = 0.5
 
 
 def uploads_dir() -> Path:
@@ -226,11 +228,28 @@ def upload_process(*, upload_id: int) -> str | None:
     return run.finish(Status.APPLIED, transaction=tx)
 
 
+class _ProgressClock:
+    """Says when a run's progress is worth saving: at most every
+    PROGRESS_EVERY seconds. A 500-row chunk parses in ~5 ms; a save and a
+    push per chunk would cost more than the parse."""
+
+    def __init__(self, *, due_at_once: bool):
+        self.saved_at = -math.inf if due_at_once else time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.saved_at < PROGRESS_EVERY:
+            return False
+        self.saved_at = now
+        return True
+
+
 class _Run:
     def __init__(self, upload: WorkbookUpload):
         self.upload_id = upload.pk
         self.attempt = upload.attempts
-        self.progress_saved_at = -math.inf
+        # The first chunk is saved at once, so the page shows the total early.
+        self.clock = _ProgressClock(due_at_once=True)
 
     def update(self, **fields) -> bool:
         fields["updated_at"] = timezone.now()
@@ -241,16 +260,11 @@ class _Run:
         )
 
     def progress(self, rows_done: int, rows_total: int | None) -> None:
-        """Save and push progress at a chunk boundary: the first chunk (so the
-        page shows the total early), then at most every PROGRESS_EVERY s, and
-        the last. A 500-row chunk parses in ~5 ms; saving and pushing each
-        one would cost more than the parse, and no screen shows more than a
-        few progress steps a second anyway."""
-        now = time.monotonic()
+        """Saved and pushed at chunk boundaries when the clock says so, and
+        always at the last."""
         last = rows_total is not None and rows_done >= rows_total
-        if not last and now - self.progress_saved_at < PROGRESS_EVERY:
+        if not self.clock.due() and not last:
             return
-        self.progress_saved_at = now
         total = max(rows_total, rows_done) if rows_total is not None else None
         if self.update(rows_done=rows_done, rows_total=total):
             live.upload_changed(self.upload_id)
@@ -272,9 +286,6 @@ class _Run:
 # Written by its own task once a parse run has checked every row, to a file
 # beside the uploads; the download serves that file. Its state lives in the
 # report_* fields of the upload, apart from the parse's.
-
-# Seconds between two progress saves (and pushes) of a report run.
-REPORT_PROGRESS_SECONDS = 0.5
 
 
 def upload_report_path(upload: WorkbookUpload) -> Path | None:
@@ -421,7 +432,7 @@ class _ReportRun:
     def __init__(self, upload_id: int, run_id: uuid.UUID):
         self.upload_id = upload_id
         self.run_id = run_id
-        self.saved_at = timezone.now()
+        self.clock = _ProgressClock(due_at_once=False)
 
     def update(self, **fields) -> bool:
         fields["report_updated_at"] = timezone.now()
@@ -432,11 +443,8 @@ class _ReportRun:
         )
 
     def progress(self, rows_done: int) -> None:
-        # The topic coalesces pushes to every 0.5 s; saving more often is waste.
-        now = timezone.now()
-        if (now - self.saved_at).total_seconds() < REPORT_PROGRESS_SECONDS:
+        if not self.clock.due():
             return
-        self.saved_at = now
         if self.update(report_rows_done=rows_done):
             live.upload_changed(self.upload_id)
 

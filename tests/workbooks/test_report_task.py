@@ -142,7 +142,7 @@ def test_a_report_fails_clearly_when_the_uploaded_file_is_gone(parsed, settings)
 
 
 def test_it_saves_report_progress_while_writing(parsed, monkeypatch):
-    monkeypatch.setattr(services, "REPORT_PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(services, "PROGRESS_EVERY", 0)
     seen = []
     original = services._ReportRun.progress
 
@@ -165,7 +165,7 @@ def test_it_throttles_report_progress_saves(parsed, monkeypatch):
         return original(self, **fields)
 
     monkeypatch.setattr(services._ReportRun, "update", spy)
-    monkeypatch.setattr(services, "REPORT_PROGRESS_SECONDS", 3600)
+    monkeypatch.setattr(services, "PROGRESS_EVERY", 3600)
     upload = parsed([[f"m:40{1 + n % 4}", n % 3000] for n in range(2500)], validate_only=True)
     assert upload.report_status == "ready" and upload.report_rows_done == 2500
     # Within the hour no progress is saved: only the end of the run.
