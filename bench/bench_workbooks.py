@@ -433,18 +433,43 @@ def _e2e(path: str, size: int, tmp: str) -> tuple[float, int, str]:
     upload_file = SimpleUploadedFile("setpoints.xlsx", data)
     with readers.open_rows(path) as sheet:
         engine = sheet.engine
+    _warm_up(admin, Path(tmp) / "warm-up.xlsx")
     locks_before = PendingLock.objects.count()
+    # The run queues the error report once its locks are committed; a worker
+    # writes it afterwards (bench_reports measures it). Eagerly it would run
+    # inside upload_create, so the clock stops where a worker would take it.
+    applied_at = []
+    services.upload_report_enqueue = lambda *, upload_id: applied_at.append(time.perf_counter())
     t0 = time.perf_counter()
     # upload_create stores the file and, on commit, runs the task eagerly.
     upload = services.upload_create(uploader=admin, file=upload_file)
-    seconds = time.perf_counter() - t0
+    if len(applied_at) != 1:
+        raise SystemExit("e2e: the run did not finish by queueing its report")
+    seconds = applied_at[0] - t0
     upload = WorkbookUpload.objects.get(pk=upload.pk)
     if upload.status != WorkbookUpload.Status.APPLIED:
         raise SystemExit(f"e2e: upload ended {upload.status}: {upload.message}")
     created = PendingLock.objects.count() - locks_before
-    if created <= 0:
-        raise SystemExit("e2e: no lock created")
+    if created != 2 * upload.summary["valid"]:  # target speed and mode of each machine
+        raise SystemExit(f"e2e: {created} locks for {upload.summary['valid']} machines")
     return seconds, upload.summary["total"] + 1, engine
+
+
+def _warm_up(admin, path: Path) -> None:
+    """One small upload through the same path first, as a running worker has
+    done before the upload an operator waits for: the figure is the upload,
+    not the process's first database connection, Redis connection and
+    template loads."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.plant.models import Machine
+    from apps.workbooks import services
+
+    codes = list(Machine.objects.order_by("-code").values_list("code", flat=True)[:10])
+    _workbook_write(path, len(codes), codes)
+    services.upload_create(
+        uploader=admin, file=SimpleUploadedFile("warm-up.xlsx", path.read_bytes())
+    )
 
 
 if __name__ == "__main__":
