@@ -272,6 +272,11 @@ TELEMETRY_RATE_BURST = env.int("TELEMETRY_RATE_BURST", default=2_500_000)
 WORKBOOK_MAX_UPLOAD_BYTES = env.int("WORKBOOK_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
 # Data rows of one sheet; the error report is written by a task, not in a request.
 WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=100_000)
+# Runs of one upload's parse (or report) before it is marked failed, and how
+# long one may sit queued or running without progress before the beat
+# sweeper queues it again (broker down at upload time, a worker killed).
+WORKBOOK_MAX_ATTEMPTS = env.int("WORKBOOK_MAX_ATTEMPTS", default=3)
+WORKBOOK_STUCK_AFTER_SECONDS = env.int("WORKBOOK_STUCK_AFTER_SECONDS", default=600)
 
 # Cache: the per-gateway rate bucket must be shared by every process.
 if REDIS_URL:

@@ -39,11 +39,11 @@ def upload_path(upload: WorkbookUpload) -> Path:
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "WORKBOOK_MAX_ATTEMPTS", 3))
+    return settings.WORKBOOK_MAX_ATTEMPTS
 
 
 def stuck_after() -> timedelta:
-    return timedelta(seconds=int(getattr(settings, "WORKBOOK_STUCK_AFTER_SECONDS", 600)))
+    return timedelta(seconds=settings.WORKBOOK_STUCK_AFTER_SECONDS)
 
 
 # Upload
