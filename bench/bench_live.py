@@ -27,13 +27,12 @@ import random
 import re
 import shlex
 import statistics
-import threading
+import subprocess
+import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import websockets
@@ -156,61 +155,41 @@ def _probe_change(probe_id: int, speed: int) -> float:
 # -----------------------
 
 
-class PlantStream(threading.Thread):
-    """POSTs one batch with a frame of every streamed machine per period,
-    alternating between the ingest daphnes; bounded by `stop` and 1 h."""
+class PlantStream:
+    """The background stream (bench/_plant_stream.py) in its own process,
+    so building its batches never competes with the measuring client."""
 
     def __init__(self, urls: list[str], setup: Setup, hz: float):
-        super().__init__(name="bench-plant-stream", daemon=True)
-        self.urls, self.setup, self.period = urls, setup, 1.0 / hz
-        self.stop = threading.Event()
+        self.config = {
+            "urls": urls,
+            "token": setup.token,
+            "codes": setup.stream_codes,
+            "keys": setup.keys,
+            "hz": hz,
+        }
+        self.proc: subprocess.Popen | None = None
         self.sent = self.failed = 0
-        self.rng = random.Random(7)
-        self.speeds = {code: 1500.0 for code in setup.stream_codes}
 
-    def _body(self) -> bytes:
-        now = datetime.now(UTC)
-        ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        frames = []
-        for code in self.setup.stream_codes:
-            self.speeds[code] = max(0.0, self.speeds[code] + self.rng.gauss(0, 5))
-            frames.append(
-                {
-                    "machine": code,
-                    "ts": ts,
-                    "status": "RUNNING",
-                    "speed": round(self.speeds[code]),
-                    "target_speed": 1500,
-                    "mode": "RUN",
-                    "readings": {k: self.rng.gauss(50.0, 5.0) for k in self.setup.keys},
-                }
-            )
-        doc = {"batch_id": f"live-{uuid.uuid4().hex}", "frames": frames}
-        return gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._plant_stream"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.proc.stdin.write(json.dumps(self.config) + "\n")
+        self.proc.stdin.flush()
 
-    def run(self):
-        started = time.monotonic()
-        tick = 0
-        while not self.stop.is_set() and time.monotonic() - started < 3600:
-            url = self.urls[tick % len(self.urls)]
-            request = urllib.request.Request(
-                f"{url}/api/v1/telemetry",
-                data=self._body(),
-                headers={
-                    "Authorization": f"Bearer {self.setup.token}",
-                    "Content-Type": "application/json",
-                    "Content-Encoding": "gzip",
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    ok = response.status == 202
-            except OSError:
-                ok = False
-            self.sent += ok
-            self.failed += not ok
-            tick += 1
-            self.stop.wait(max(0.0, started + tick * self.period - time.monotonic()))
+    def finish(self) -> None:
+        """Stop the stream (closing its stdin) and read its counts."""
+        try:
+            out, _err = self.proc.communicate(timeout=15)
+            self.sent, self.failed = (int(n) for n in out.split())
+        except (subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 # Sockets
@@ -448,8 +427,7 @@ async def _bench(
         app = await _app_side(sizes, setup, urls, row_id, sync)
     finally:
         if stream:
-            stream.stop.set()
-            await loop.run_in_executor(None, stream.join, 15)
+            await loop.run_in_executor(None, stream.finish)
     fragments = ROOT / "var" / "bench-bare-fragments.json"
     fragments.write_text(
         json.dumps(
