@@ -4,12 +4,17 @@ sockets on `line:01` while the plant streams at 1 Hz, 1000 sockets
 connecting at once, bytes per delta and first-load page weight, all beside
 a bare `websockets` server sending the same bytes to as many clients.
 
+The processes have deploy/Procfile's shape: `web` daphnes hold the sockets
+and serve the pages, an `ingest` daphne takes the plant stream's POSTs.
+
 Sizes (environment, defaults sized for `make bench` on 2 cores):
 
   BENCH_LIVE_LINES=10, BENCH_LIVE_MACHINES_PER_LINE=10, BENCH_LIVE_SENSORS=100
-  BENCH_LIVE_WORKERS=2            daphne processes (sockets spread evenly)
+  BENCH_LIVE_WORKERS=2            web daphne processes (sockets spread evenly)
+  BENCH_LIVE_INGEST_WORKERS=1     ingest daphne processes for the plant stream
+                                  (0: the stream posts to the web daphnes)
   BENCH_LIVE_SOCKETS=200,500,1000 socket counts (the largest also connects at once)
-  BENCH_LIVE_CHANGES=15           changes measured per socket count
+  BENCH_LIVE_CHANGES=60           changes measured per socket count
   BENCH_LIVE_CONNECT_TIMEOUT=60   s for all sockets to connect and get a snapshot
   BENCH_LIVE_LOAD_HZ=1            background plant stream (0 turns it off)
   BENCH_LIVE_DAPHNE_ARGS=""       extra daphne flags, e.g. "--websocket_connect_timeout 30"
@@ -22,13 +27,12 @@ import random
 import re
 import shlex
 import statistics
-import threading
+import subprocess
+import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import websockets
@@ -63,9 +67,10 @@ class Sizes:
         self.per_line = env_int("BENCH_LIVE_MACHINES_PER_LINE", 10)
         self.sensors = env_int("BENCH_LIVE_SENSORS", 100)
         self.workers = env_int("BENCH_LIVE_WORKERS", 2)
+        self.ingest_workers = env_int("BENCH_LIVE_INGEST_WORKERS", 1)
         counts = os.environ.get("BENCH_LIVE_SOCKETS", "200,500,1000")
         self.counts = sorted({int(c) for c in counts.split(",") if c.strip()})
-        self.changes = env_int("BENCH_LIVE_CHANGES", 15)
+        self.changes = env_int("BENCH_LIVE_CHANGES", 60)
         self.connect_timeout = env_float("BENCH_LIVE_CONNECT_TIMEOUT", 60)
         self.load_hz = env_float("BENCH_LIVE_LOAD_HZ", 1)
         self.daphne_args = tuple(shlex.split(os.environ.get("BENCH_LIVE_DAPHNE_ARGS", "")))
@@ -80,8 +85,10 @@ def run() -> list[Row]:
         setup = _setup(sizes)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-django")
         try:
-            with daphne_servers(sizes.workers, args=sizes.daphne_args) as urls:
-                rows = asyncio.run(_bench(sizes, setup, urls, executor))
+            processes = sizes.workers + sizes.ingest_workers
+            with daphne_servers(processes, args=sizes.daphne_args) as every_url:
+                urls, ingest_urls = every_url[: sizes.workers], every_url[sizes.workers :]
+                rows = asyncio.run(_bench(sizes, setup, urls, ingest_urls or urls, executor))
         finally:
             executor.submit(connections.close_all).result(timeout=30)
             executor.shutdown()
@@ -148,61 +155,41 @@ def _probe_change(probe_id: int, speed: int) -> float:
 # -----------------------
 
 
-class PlantStream(threading.Thread):
-    """POSTs one batch with a frame of every streamed machine per period,
-    alternating between the daphne workers; bounded by `stop` and 1 h."""
+class PlantStream:
+    """The background stream (bench/_plant_stream.py) in its own process,
+    so building its batches never competes with the measuring client."""
 
     def __init__(self, urls: list[str], setup: Setup, hz: float):
-        super().__init__(name="bench-plant-stream", daemon=True)
-        self.urls, self.setup, self.period = urls, setup, 1.0 / hz
-        self.stop = threading.Event()
+        self.config = {
+            "urls": urls,
+            "token": setup.token,
+            "codes": setup.stream_codes,
+            "keys": setup.keys,
+            "hz": hz,
+        }
+        self.proc: subprocess.Popen | None = None
         self.sent = self.failed = 0
-        self.rng = random.Random(7)
-        self.speeds = {code: 1500.0 for code in setup.stream_codes}
 
-    def _body(self) -> bytes:
-        now = datetime.now(UTC)
-        ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-        frames = []
-        for code in self.setup.stream_codes:
-            self.speeds[code] = max(0.0, self.speeds[code] + self.rng.gauss(0, 5))
-            frames.append(
-                {
-                    "machine": code,
-                    "ts": ts,
-                    "status": "RUNNING",
-                    "speed": round(self.speeds[code]),
-                    "target_speed": 1500,
-                    "mode": "RUN",
-                    "readings": {k: self.rng.gauss(50.0, 5.0) for k in self.setup.keys},
-                }
-            )
-        doc = {"batch_id": f"live-{uuid.uuid4().hex}", "frames": frames}
-        return gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._plant_stream"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.proc.stdin.write(json.dumps(self.config) + "\n")
+        self.proc.stdin.flush()
 
-    def run(self):
-        started = time.monotonic()
-        tick = 0
-        while not self.stop.is_set() and time.monotonic() - started < 3600:
-            url = self.urls[tick % len(self.urls)]
-            request = urllib.request.Request(
-                f"{url}/api/v1/telemetry",
-                data=self._body(),
-                headers={
-                    "Authorization": f"Bearer {self.setup.token}",
-                    "Content-Type": "application/json",
-                    "Content-Encoding": "gzip",
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    ok = response.status == 202
-            except OSError:
-                ok = False
-            self.sent += ok
-            self.failed += not ok
-            tick += 1
-            self.stop.wait(max(0.0, started + tick * self.period - time.monotonic()))
+    def finish(self) -> None:
+        """Stop the stream (closing its stdin) and read its counts."""
+        try:
+            out, _err = self.proc.communicate(timeout=15)
+            self.sent, self.failed = (int(n) for n in out.split())
+        except (subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 # Sockets
@@ -401,7 +388,9 @@ async def _measure(
 # -------------
 
 
-async def _bench(sizes: Sizes, setup: Setup, urls: list[str], executor) -> list[Row]:
+async def _bench(
+    sizes: Sizes, setup: Setup, urls: list[str], ingest_urls: list[str], executor
+) -> list[Row]:
     loop = asyncio.get_running_loop()
 
     def sync(fn, *args):
@@ -430,7 +419,7 @@ async def _bench(sizes: Sizes, setup: Setup, urls: list[str], executor) -> list[
     )
     rows += page_rows
 
-    stream = PlantStream(urls, setup, sizes.load_hz) if sizes.load_hz > 0 else None
+    stream = PlantStream(ingest_urls, setup, sizes.load_hz) if sizes.load_hz > 0 else None
     if stream:
         stream.start()
         await asyncio.sleep(2)
@@ -438,8 +427,7 @@ async def _bench(sizes: Sizes, setup: Setup, urls: list[str], executor) -> list[
         app = await _app_side(sizes, setup, urls, row_id, sync)
     finally:
         if stream:
-            stream.stop.set()
-            await loop.run_in_executor(None, stream.join, 15)
+            await loop.run_in_executor(None, stream.finish)
     fragments = ROOT / "var" / "bench-bare-fragments.json"
     fragments.write_text(
         json.dumps(
@@ -451,8 +439,10 @@ async def _bench(sizes: Sizes, setup: Setup, urls: list[str], executor) -> list[
         )
     )
     bare = await _bare_side(sizes, fragments)
+    into = f"{sizes.ingest_workers} ingest daphne" if sizes.ingest_workers else "the same daphne"
     load = (
-        f"plant streaming at {sizes.load_hz:g} Hz ({stream.sent} batches, {stream.failed} failed)"
+        f"plant streaming at {sizes.load_hz:g} Hz into {into} ({stream.sent} batches, "
+        f"{stream.failed} failed)"
         if stream
         else "no background stream"
     )

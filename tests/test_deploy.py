@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,13 +25,14 @@ def procfile() -> dict[str, str]:
 
 
 def test_the_procfile_names_the_production_processes():
-    assert {"release", "web", "worker", "beat"} <= set(procfile())
+    assert {"release", "web", "ingest", "worker", "beat"} <= set(procfile())
 
 
 def test_every_procfile_process_starts_on_the_real_services(tmp_path: Path):
-    port = free_port()
+    port, ingest_port = free_port(), free_port()
     env = child_env(
         PORT=port,
+        INGEST_PORT=ingest_port,
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         SECRET_KEY="deploy-test-" + "x" * 40,
         STATIC_MANIFEST="true",
@@ -60,15 +62,25 @@ def test_every_procfile_process_starts_on_the_real_services(tmp_path: Path):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        health = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and health is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    health = json.load(r)
-            except OSError:
-                time.sleep(0.3)
-        assert health and health["ok"], health
+        for serving in (port, ingest_port):
+            health = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and health is None:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{serving}/healthz", timeout=5
+                    ) as r:
+                        health = json.load(r)
+                except OSError:
+                    time.sleep(0.3)
+            assert health and health["ok"], (serving, health)
+        # The ingest process answers the gateways' endpoint (a token is required).
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ingest_port}/api/v1/telemetry", data=b"{}", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
         time.sleep(3)  # the worker and beat must still be up after connecting
         for name, proc in procs.items():
             assert proc.poll() is None, (name, (tmp_path / f"{name}.log").read_text()[-2000:])

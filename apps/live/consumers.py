@@ -5,18 +5,28 @@ Client → server (JSON): `subscribe` / `unsubscribe` {"topics": [...]},
 Server → client (JSON): `subscribed` / `refused` {"topic"}, `snapshot` and
 `delta` {"topic", "seq", "ts", "html"}, `ping` {"ts"}, `error` {"error"}.
 
-Everything sent goes through one bounded outbox drained by one writer, so
-messages keep their order and a socket that cannot keep up is closed
-(4429) instead of growing server memory; the browser then reconnects and
-starts again from a snapshot. A ping every `LIVE_PING_INTERVAL` seconds
-that is not answered within `LIVE_PONG_TIMEOUT` closes the socket (4408):
-because pings queue behind deltas, a client that falls behind also misses
-its pong deadline.
+Sending is a plain call, not a hop through a queue and a task per socket:
+the hub hands the same text to a thousand sockets per tick, and each send
+starts at once (an eager task). Under daphne a send never suspends (Twisted
+buffers the write), so the whole fan-out runs inside the hub's loop over
+its subscribers. A server that applies backpressure suspends a send; what
+follows waits in a bounded outbox, in order, and a socket whose outbox
+passes `LIVE_OUTBOX_LIMIT` is closed (4429).
+
+The bound that holds everywhere is the heartbeat: a ping every
+`LIVE_PING_INTERVAL` seconds that is not answered within `LIVE_PONG_TIMEOUT`
+closes the socket (4408). Pings travel behind the deltas, so a client that
+stops reading, or reads slower than it is sent to, misses its pong deadline
+and is closed; what the server holds for it is bounded by those seconds of
+its traffic. Either way the browser reconnects and starts again from a
+snapshot.
 """
 
 import asyncio
 import json
+import logging
 import time
+from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -31,6 +41,8 @@ CLOSE_PONG_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
 MAX_TOPICS = 64
 
+logger = logging.getLogger(__name__)
+
 
 class LiveConsumer(AsyncWebsocketConsumer):
     async def connect(self):
@@ -40,9 +52,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.topics: set[str] = set()
         self.allowed_lines = await database_sync_to_async(visible_line_codes)(user=user)
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.LIVE_OUTBOX_LIMIT)
-        self.pong = asyncio.Event()
-        self.snapshotted = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.outbox: deque[str] = deque()
+        self.sending: asyncio.Task | None = None
         self.closing = False
         self.hub = Hub.for_running_loop()
         self.hub.ensure_listening()
@@ -51,66 +63,126 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.user_group = user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
-        self.tasks = [
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._heartbeat()),
-        ]
+        # The heartbeat is one timer per socket, never a task: a thousand
+        # sockets cost a thousand timer entries. The first ping waits for
+        # the first snapshot (or one more interval): when a whole control
+        # room reconnects at once, subscribing is slow work on the server,
+        # and a pong queued behind it is not a dead client.
+        self.connected_at = self.loop.time()
+        self.first_ping = True
+        self.awaiting_pong = False
+        self.timer = self.loop.call_later(2 * settings.LIVE_PING_INTERVAL, self._ping)
 
     async def disconnect(self, code):
         self.closing = True
-        for task in getattr(self, "tasks", ()):
-            task.cancel()
-        for topic in getattr(self, "topics", ()):
-            self.hub.unsubscribe(topic, self)
+        self._stop()
         if hasattr(self, "user_group"):
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+    async def dispatch(self, message):
+        """Frames from the browser skip Channels' per-message
+        close_old_connections: it is a hop to a worker thread and back for
+        every pong (a thousand sockets send two hundred a second), and it
+        competed with the hub's fan-out for the event loop. Whatever
+        receive() does with the database goes through database_sync_to_async,
+        which closes stale connections itself."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
 
     # Outgoing
     # --------
 
     def deliver(self, text: str) -> None:
-        """Queue `text` for this socket; called by the hub for every tick."""
+        """Send `text` now, or queue it behind a send the server has not
+        finished; called by the hub for every tick. Never raises."""
         if self.closing:
             return
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
+        if self.sending is None and not self.outbox:
+            self._start_send(text)
+        elif len(self.outbox) < settings.LIVE_OUTBOX_LIMIT:
+            self.outbox.append(text)
+        else:
             self._close_soon(CLOSE_TOO_SLOW)
+
+    def _start_send(self, text: str) -> None:
+        # Eager: runs the send inside this call up to its first suspension;
+        # one that completes (daphne's always do) leaves nothing scheduled.
+        task = asyncio.eager_task_factory(self.loop, self.send(text_data=text))
+        if task.done():
+            self._check_sent(task)
+        else:
+            self.sending = task
+            task.add_done_callback(self._send_done)
+
+    def _send_done(self, task: asyncio.Task) -> None:
+        self.sending = None
+        if not self._check_sent(task):
+            return
+        while self.outbox and self.sending is None and not self.closing:
+            self._start_send(self.outbox.popleft())
+
+    def _check_sent(self, task: asyncio.Task) -> bool:
+        if task.cancelled():
+            return False
+        if (exc := task.exception()) is not None:
+            logger.warning("live socket send failed; closing it", exc_info=exc)
+            self._close_soon(1011)
+            return False
+        return True
 
     def _send_json(self, payload: dict) -> None:
         self.deliver(json.dumps(payload, separators=(",", ":")))
+
+    def _stop(self) -> None:
+        """Leave every feed and stop the heartbeat and any pending send."""
+        for topic in getattr(self, "topics", ()):
+            self.hub.unsubscribe(topic, self)
+        self.topics = set()
+        if (timer := getattr(self, "timer", None)) is not None:
+            timer.cancel()
+        if (sending := getattr(self, "sending", None)) is not None:
+            sending.cancel()
+        if (outbox := getattr(self, "outbox", None)) is not None:
+            outbox.clear()
 
     def _close_soon(self, code: int) -> None:
         if self.closing:
             return
         self.closing = True
-        for topic in self.topics:
-            self.hub.unsubscribe(topic, self)
-        self.topics = set()
+        self._stop()
         asyncio.create_task(self.close(code=code))
 
-    async def _write(self):
-        while True:
-            text = await self.outbox.get()
-            await self.send(text_data=text)
+    # Heartbeat
+    # ---------
 
-    async def _heartbeat(self):
-        # The first ping waits for the first snapshot (or one more interval):
-        # when a whole control room reconnects at once, subscribing is slow
-        # work on the server, and a pong queued behind it is not a dead client.
-        try:
-            await asyncio.wait_for(self.snapshotted.wait(), timeout=settings.LIVE_PING_INTERVAL)
-        except TimeoutError:
-            pass
-        while not self.closing:
-            await asyncio.sleep(settings.LIVE_PING_INTERVAL)
-            self.pong.clear()
-            self._send_json({"type": "ping", "ts": round(time.time(), 3)})
-            try:
-                await asyncio.wait_for(self.pong.wait(), timeout=settings.LIVE_PONG_TIMEOUT)
-            except TimeoutError:
-                self._close_soon(CLOSE_PONG_TIMEOUT)
-                return
+    def _ping(self) -> None:
+        if self.closing:
+            return
+        self.first_ping = False
+        self.awaiting_pong = True
+        self._send_json({"type": "ping", "ts": round(time.time(), 3)})
+        if not self.closing:
+            self.timer = self.loop.call_later(settings.LIVE_PONG_TIMEOUT, self._pong_missed)
+
+    def _pong_missed(self) -> None:
+        self._close_soon(CLOSE_PONG_TIMEOUT)
+
+    def _pong(self) -> None:
+        # A pong nobody asked for (a second one, say) changes nothing.
+        if self.awaiting_pong and not self.closing:
+            self.awaiting_pong = False
+            self.timer.cancel()
+            self.timer = self.loop.call_later(settings.LIVE_PING_INTERVAL, self._ping)
+
+    def _snapshotted(self) -> None:
+        # Only the first snapshot moves the first ping, and only earlier.
+        interval = settings.LIVE_PING_INTERVAL
+        if self.first_ping and not self.closing and self.loop.time() - self.connected_at < interval:
+            self.first_ping = False
+            self.timer.cancel()
+            self.timer = self.loop.call_later(interval, self._ping)
 
     async def live_toast(self, event):
         self._send_json({"type": "toast", "html": event["html"]})
@@ -128,7 +200,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         kind = message.get("type")
         if kind == "pong":
-            self.pong.set()
+            self._pong()
         elif kind == "subscribe":
             await self._subscribe(message.get("topics"))
         elif kind == "unsubscribe":
@@ -167,4 +239,4 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # Joins the feed first, then renders the snapshot under the
             # feed's lock: nothing that changes in between is lost.
             await self.hub.subscribe(topic, self)
-        self.snapshotted.set()
+        self._snapshotted()

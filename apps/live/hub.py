@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 CHANGES_GROUP = "live.changes"
 HOUSEKEEPING_EVERY = 1.0
+# Sockets handed a delta between two passes of the event loop.
+FANOUT_BATCH = 50
 
 # Domain jobs that need a clock (lock expiry); each process with sockets
 # runs them every second, so the screens it serves change on time.
@@ -152,7 +154,7 @@ class Hub:
             if not feed.last:
                 regions = await self._render(feed)
                 feed.last_render = asyncio.get_running_loop().time()
-                self._publish_changes(feed, regions, exclude=subscriber)
+                await self._publish_changes(feed, regions, exclude=subscriber)
             html = _html_for(feed.last, subscriber.allowed_lines)
             subscriber.deliver(envelope("snapshot", topic_name, feed.seq, html))
 
@@ -232,12 +234,19 @@ class Hub:
                     logger.exception("rendering %s failed", feed.topic.name)
                     feed.dirty = True
                     continue
-                self._publish_changes(feed, regions)
+                await self._publish_changes(feed, regions)
 
-    def _publish_changes(self, feed: TopicFeed, regions: Regions, exclude=None) -> None:
+    async def _publish_changes(self, feed: TopicFeed, regions: Regions, exclude=None) -> None:
         """Send the regions that differ from what subscribers have as one
         delta with the next seq; the text is built once per audience (the
-        lines a subscriber may see), never once per socket."""
+        lines a subscriber may see), never once per socket.
+
+        Sockets are handed the text FANOUT_BATCH at a time with a pass of
+        the event loop in between: daphne only writes to the network on the
+        loop's next pass, so without it the first socket's delta would wait
+        until the last one's was built, and nothing else (pongs, other
+        topics) would run for the whole fan-out. Called under the feed's
+        lock, so no snapshot slips into the middle of it."""
         changed = {rid: region for rid, region in regions.items() if feed.last.get(rid) != region}
         if not changed:
             return
@@ -248,10 +257,12 @@ class Hub:
         feed.seq += 1
         by_audience: dict[frozenset[str] | None, str] = {}
         audience_matters = any(aud is not None for _, aud in changed.values())
-        for subscriber in receivers:
+        for n, subscriber in enumerate(receivers, 1):
             key = subscriber.allowed_lines if audience_matters else None
             text = by_audience.get(key)
             if text is None:
                 html = _html_for(changed, subscriber.allowed_lines)
                 text = by_audience[key] = envelope("delta", feed.topic.name, feed.seq, html)
             subscriber.deliver(text)
+            if n % FANOUT_BATCH == 0 and n < len(receivers):
+                await asyncio.sleep(0)

@@ -151,20 +151,53 @@ async def test_a_socket_that_answers_pings_stays_open(operator1, settings):
     await communicator.disconnect()
 
 
-async def test_a_socket_that_cannot_keep_up_is_closed_not_buffered(operator1, settings):
-    settings.LIVE_OUTBOX_LIMIT = 5
-    communicator = await connect(operator1)
+def hold_sends(consumer) -> asyncio.Event:
+    """Make the server's send to this socket block until the returned event
+    is set, as a server with backpressure does while its client is not
+    reading (daphne never does: Twisted buffers). Closing still goes out."""
+    release = asyncio.Event()
+    server_send = consumer.base_send
+
+    async def send(message):
+        if message["type"] == "websocket.send":
+            await release.wait()
+        await server_send(message)
+
+    consumer.base_send = send
+    return release
+
+
+async def line_subscriber(communicator):
     await subscribe(communicator, "line:01")
     await receive_type(communicator, "snapshot")
-    consumer = next(iter(Hub.for_running_loop().feeds["line:01"].subscribers))
-    for _ in range(50):  # far more than the outbox holds, faster than it drains
-        consumer.deliver('{"type":"delta"}')
-    while True:
-        output = await communicator.receive_output(timeout=2)
-        if output["type"] == "websocket.close":
-            break
-    assert output["code"] == 4429
+    return next(iter(Hub.for_running_loop().feeds["line:01"].subscribers))
+
+
+async def test_a_socket_whose_sends_back_up_is_closed_not_buffered(operator1, settings):
+    settings.LIVE_OUTBOX_LIMIT = 5
+    communicator = await connect(operator1)
+    consumer = await line_subscriber(communicator)
+    hold_sends(consumer)
+    for n in range(50):  # one send blocked, far more than the outbox holds behind it
+        consumer.deliver(json.dumps({"type": "delta", "n": n}))
+    output = await communicator.receive_output(timeout=2)
+    assert output == {"type": "websocket.close", "code": 4429}
     assert "line:01" not in Hub.for_running_loop().feeds
+
+
+async def test_messages_held_behind_a_slow_send_go_out_in_order(operator1, settings):
+    settings.LIVE_OUTBOX_LIMIT = 5
+    communicator = await connect(operator1)
+    consumer = await line_subscriber(communicator)
+    release = hold_sends(consumer)
+    for n in range(5):  # the first is being sent, four wait behind it
+        consumer.deliver(json.dumps({"type": "delta", "n": n}))
+    assert await communicator.receive_nothing(timeout=0.2)
+    release.set()
+    assert [(await receive(communicator))["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    consumer.deliver(json.dumps({"type": "delta", "n": 5}))  # and it stays open
+    assert (await receive(communicator))["n"] == 5
+    await communicator.disconnect()
 
 
 async def test_it_answers_bad_messages_with_an_error(operator1):
