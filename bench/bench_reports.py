@@ -21,24 +21,25 @@ Sizes (environment):
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench._support import (
-    ROOT,
     BenchUnavailable,
     bench_database,
-    child_env,
     env_int,
-    fast_hashers,
     services_require,
 )
+from bench._workbook_fixtures import (
+    child_figure,
+    peak_rss_reset,
+    plant_seed,
+    rss_mb,
+    setpoint_workbook_write,
+)
 from bench.report import Row
-
-MODES = ("RUN", "IDLE", "MAINTENANCE")
 
 
 def _sizes() -> list[int]:
@@ -54,10 +55,10 @@ def run() -> list[Row]:
     machines = env_int("BENCH_REPORT_MACHINES", 1000)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-reports-") as tmp, bench_database():
-        codes = _plant_seed(machines)
+        codes = plant_seed(machines)
         for size in _sizes():
             path = Path(tmp) / f"setpoints-{size}.xlsx"
-            _workbook_write(path, size, codes)
+            setpoint_workbook_write(path, size, codes)
             check = _child("check", path, size, tmp)
             before = _child("before", path, size, tmp)
             writer = _child("writer", path, size, tmp)
@@ -124,43 +125,6 @@ def run() -> list[Row]:
 # -----
 
 
-def _plant_seed(machines: int) -> list[str]:
-    from apps.plant.models import Machine
-    from apps.plant.services import demo_plant_seed
-
-    per_line = min(100, machines)
-    with fast_hashers():
-        demo_plant_seed(
-            lines=-(-machines // per_line), machines_per_line=per_line, sensors=2, password="bench"
-        )
-    return list(Machine.objects.order_by("code").values_list("code", flat=True))[:machines]
-
-
-def _workbook_write(path: Path, size: int, codes: list[str]) -> None:
-    from openpyxl import Workbook
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("Setpoints")
-    sheet.append(["Machine ID", "Target Speed", "Mode"])
-    for n in range(size):
-        sheet.append([codes[n % len(codes)], (n * 7) % 3001, MODES[n % 3]])
-    workbook.save(path)
-
-
-def _child(kind: str, path: Path | int, size: int, tmp: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_reports", kind, str(path), str(size), tmp],
-        cwd=ROOT,
-        env=child_env(WORKBOOK_MAX_ROWS=max(size, 100_000), LOG_LEVEL="ERROR"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench child {kind} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # The writer before (the baseline)
 # --------------------------------
 
@@ -217,18 +181,10 @@ def _report_all_cells(*, path, index) -> bytes:
 # --------
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _peak_reset() -> float:
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
+def _child(kind: str, path, size: int, tmp: str) -> dict:
+    return child_figure(
+        "bench.bench_reports", kind, path, size, tmp, workbook_max_rows=max(size, 100_000)
+    )
 
 
 def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
@@ -251,7 +207,7 @@ def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
     if kind == "task":
         return _task(int(path), size, admin)
     index = parsing.MachineIndex.for_user(admin)
-    before = _peak_reset()
+    before = peak_rss_reset()
     t0 = time.perf_counter()
     if kind == "check":
         _, results = parsing.iter_row_results(Path(path), index=index)
@@ -265,7 +221,7 @@ def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
     seconds = time.perf_counter() - t0
     if count != size:
         raise SystemExit(f"{kind}: {count} rows, expected {size}")
-    return {"seconds": seconds, "peak_mb": max(_status_mb("VmHWM") - before, 0.0)}
+    return {"seconds": seconds, "peak_mb": max(rss_mb("VmHWM") - before, 0.0)}
 
 
 def _rows_in(content: bytes) -> int:
@@ -307,11 +263,11 @@ def _task(upload_id: int, size: int, admin) -> dict:
     from apps.workbooks.models import WorkbookUpload
 
     WorkbookUpload.objects.filter(pk=upload_id).update(report_status="preparing")
-    before = _peak_reset()
+    before = peak_rss_reset()
     t0 = time.perf_counter()
     status = services.upload_report_build(upload_id=upload_id)
     seconds = time.perf_counter() - t0
-    peak = max(_status_mb("VmHWM") - before, 0.0)
+    peak = max(rss_mb("VmHWM") - before, 0.0)
     upload = WorkbookUpload.objects.get(pk=upload_id)
     if status != "ready" or upload.report_rows_done != size:
         raise SystemExit(f"task: ended {status} with {upload.report_rows_done} rows")

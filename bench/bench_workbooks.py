@@ -30,7 +30,6 @@ Sizes (environment):
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,17 +37,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench._support import (
-    ROOT,
     BenchUnavailable,
     bench_database,
-    child_env,
     env_int,
-    fast_hashers,
     services_require,
+)
+from bench._workbook_fixtures import (
+    child_figure,
+    peak_rss_reset,
+    plant_seed,
+    rss_mb,
+    setpoint_workbook_write,
 )
 from bench.report import Row
 
-MODES = ("RUN", "IDLE", "MAINTENANCE")
 IMPORT_EXPORT_TABLE = "bench_workbook_rows"
 
 
@@ -69,10 +71,10 @@ def run() -> list[Row]:
         _import_export_require()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-workbooks-") as tmp, bench_database():
-        codes = _plant_seed(machines_wanted)
+        codes = plant_seed(machines_wanted)
         for size in sizes:
             path = Path(tmp) / f"setpoints-{size}.xlsx"
-            _workbook_write(path, size, codes)
+            setpoint_workbook_write(path, size, codes)
             floor = _child("calamine", path, size)
             bare = _child("openpyxl", path, size)
             parse = _child("parse", path, size)
@@ -182,46 +184,6 @@ def _import_export_rows(size: int, baseline: dict, e2e: dict) -> list[Row]:
 # -----
 
 
-def _plant_seed(machines: int) -> list[str]:
-    from apps.plant.models import Machine
-    from apps.plant.services import demo_plant_seed
-
-    t0 = time.perf_counter()
-    per_line = min(100, machines)
-    with fast_hashers():
-        demo_plant_seed(
-            lines=-(-machines // per_line), machines_per_line=per_line, sensors=2, password="bench"
-        )
-    codes = list(Machine.objects.order_by("code").values_list("code", flat=True))[:machines]
-    print(f"  seeded {len(codes)} machines ({time.perf_counter() - t0:.1f} s)", flush=True)
-    return codes
-
-
-def _workbook_write(path: Path, size: int, codes: list[str]) -> None:
-    from openpyxl import Workbook
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("Setpoints")
-    sheet.append(["Machine ID", "Target Speed", "Mode"])
-    for n in range(size):
-        sheet.append([codes[n % len(codes)], (n * 7) % 3001, MODES[n % 3]])
-    workbook.save(path)
-
-
-def _child(kind: str, path: Path, size: int, tmp: str = "") -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_workbooks", kind, str(path), str(size), tmp],
-        cwd=ROOT,
-        env=child_env(WORKBOOK_MAX_ROWS=max(size, 20_000), LOG_LEVEL="ERROR"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench child {kind} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # django-import-export
 # --------------------
 
@@ -306,19 +268,10 @@ def _import_export_classes():
 # --------
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _peak_reset() -> float:
-    """Reset the peak RSS (VmHWM) to the current RSS; returns the RSS."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return _status_mb("VmRSS")
+def _child(kind: str, path, size: int, tmp: str = "") -> dict:
+    return child_figure(
+        "bench.bench_workbooks", kind, path, size, tmp, workbook_max_rows=max(size, 20_000)
+    )
 
 
 def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
@@ -335,7 +288,7 @@ def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
 
         XLSX.is_available()  # loads tablib's xlsx format
         _import_export_classes()
-    before = _peak_reset()
+    before = peak_rss_reset()
     engine = kind
     if kind == "calamine":
         from python_calamine import CalamineWorkbook
@@ -362,7 +315,7 @@ def _child_main(kind: str, path: str, size: int, tmp: str) -> dict:
         raise SystemExit(f"{kind}: read {count} rows, expected {size + 1}")
     return {
         "seconds": seconds,
-        "peak_mb": max(_status_mb("VmHWM") - before, 0.0),
+        "peak_mb": max(rss_mb("VmHWM") - before, 0.0),
         "engine": engine,
     }
 
@@ -466,7 +419,7 @@ def _warm_up(admin, path: Path) -> None:
     from apps.workbooks import services
 
     codes = list(Machine.objects.order_by("-code").values_list("code", flat=True)[:10])
-    _workbook_write(path, len(codes), codes)
+    setpoint_workbook_write(path, len(codes), codes)
     services.upload_create(
         uploader=admin, file=SimpleUploadedFile("warm-up.xlsx", path.read_bytes())
     )
