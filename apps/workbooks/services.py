@@ -96,18 +96,19 @@ def uploads_requeue_stuck(*, now=None) -> list[int]:
     """Queue again the uploads queued or parsing with no progress for a
     while (broker down at upload time, a worker killed mid-parse)."""
     now = now or timezone.now()
-    ids = list(
-        WorkbookUpload.objects.filter(
-            status__in=WorkbookUpload.ACTIVE, updated_at__lt=now - stuck_after()
-        )
-        .order_by("pk")
-        .values_list("pk", flat=True)[:200]
+    idle = WorkbookUpload.objects.filter(
+        status__in=WorkbookUpload.ACTIVE, updated_at__lt=now - stuck_after()
     )
+    return _requeue(idle, touch="updated_at", enqueue=upload_enqueue, now=now)
+
+
+def _requeue(idle, *, touch: str, enqueue, now) -> list[int]:
+    """Queue again (200 a sweep at most) the uploads in `idle`; the ids queued."""
     requeued = []
-    for upload_id in ids:
+    for upload_id in idle.order_by("pk").values_list("pk", flat=True)[:200]:
         # Touch it first, so the next sweep leaves it alone while it waits.
-        WorkbookUpload.objects.filter(pk=upload_id).update(updated_at=now)
-        if upload_enqueue(upload_id=upload_id):
+        WorkbookUpload.objects.filter(pk=upload_id).update(**{touch: now})
+        if enqueue(upload_id=upload_id):
             requeued.append(upload_id)
     return requeued
 
@@ -340,19 +341,10 @@ def upload_reports_requeue_stuck(*, now=None) -> list[int]:
     """Queue again the reports preparing with no sign of life for a while
     (broker down when queued, a worker killed mid-write)."""
     now = now or timezone.now()
-    ids = list(
-        WorkbookUpload.objects.filter(
-            report_status=ReportStatus.PREPARING, report_updated_at__lt=now - stuck_after()
-        )
-        .order_by("pk")
-        .values_list("pk", flat=True)[:200]
+    idle = WorkbookUpload.objects.filter(
+        report_status=ReportStatus.PREPARING, report_updated_at__lt=now - stuck_after()
     )
-    requeued = []
-    for upload_id in ids:
-        WorkbookUpload.objects.filter(pk=upload_id).update(report_updated_at=now)
-        if upload_report_enqueue(upload_id=upload_id):
-            requeued.append(upload_id)
-    return requeued
+    return _requeue(idle, touch="report_updated_at", enqueue=upload_report_enqueue, now=now)
 
 
 def upload_report_build(*, upload_id: int) -> str | None:
