@@ -35,3 +35,57 @@ def test_an_empty_batch_writes_nothing(plant):
 def test_it_refuses_json_fields(db):
     with pytest.raises(TypeError, match="JSON"):
         rows_insert(WorkbookUpload, ("summary",), [({},)])
+
+
+# in_array: `__in` for long lists, one array parameter on PostgreSQL
+# ----------------------------------------------------------------------
+
+
+def test_in_array_finds_what_in_finds(plant):
+    from apps.plant.models import Machine
+
+    codes = ["m:401", "m:402", "m:999", "m:401", None]
+    by_code = Machine.objects.filter(code__in_array=codes).order_by("pk")
+    assert list(by_code) == list(Machine.objects.filter(code__in=codes).order_by("pk"))
+    assert sorted(m.code for m in by_code) == ["m:401", "m:402"]
+
+    ids = [plant.machines["m:401"].pk, plant.machines["m:402"].pk]
+    assert set(Machine.objects.filter(pk__in_array=ids)) == set(by_code)
+
+
+def test_in_array_on_a_foreign_key_and_in_an_update(plant):
+    at = datetime(2026, 12, 2, 6, 30, tzinfo=UTC)
+    tx = ControlTransaction.objects.create(tx_id=uuid.uuid4(), source="form", expires_at=at)
+    ids = [plant.machines[code].pk for code in ("m:401", "m:402")]
+    rows = [(tx.tx_id, pk, "mode", "RUN", "", "inflight", False, at, "") for pk in ids]
+    rows_insert(PendingLock, COLUMNS, rows)
+
+    assert PendingLock.objects.filter(machine_id__in_array=ids[:1]).count() == 1
+    assert PendingLock.objects.filter(machine__in_array=[plant.machines["m:402"]]).count() == 1
+    moved = PendingLock.objects.filter(machine_id__in_array=ids).update(state="superseded")
+    assert moved == 2
+
+
+def test_in_array_of_nothing_matches_nothing(plant):
+    from apps.plant.models import Machine
+
+    assert not Machine.objects.filter(pk__in_array=[]).exists()
+    assert not Machine.objects.filter(pk__in_array=[None]).exists()
+    assert Machine.objects.exclude(pk__in_array=[]).count() == Machine.objects.count()
+
+
+def test_in_array_sends_one_array_parameter_on_postgresql(plant):
+    from django.db import connection
+
+    from apps.plant.models import Machine
+
+    ids = list(Machine.objects.values_list("pk", flat=True))
+    for queryset in (
+        Machine.objects.filter(pk__in_array=ids),
+        PendingLock.objects.filter(machine_id__in_array=ids),
+    ):
+        sql, params = queryset.query.sql_with_params()
+        if connection.vendor == "postgresql":
+            assert "= ANY(%s::bigint[])" in sql and len(params) == 1
+        else:
+            assert len(params) == len(ids)

@@ -13,7 +13,7 @@ def locks_for_machines(*, machine_ids, now: datetime | None = None) -> dict[int,
     """The locks the view needs: active ones, and those that failed or
     expired within the flash window. One query whatever the count."""
     now = now or timezone.now()
-    rows = PendingLock.objects.filter(machine_id__in=list(machine_ids)).filter(
+    rows = PendingLock.objects.filter(machine_id__in_array=list(machine_ids)).filter(
         Q(state__in=PendingLock.ACTIVE) | Q(resolved_at__gte=now - FLASH)
     )
     found: dict[int, list[Lock]] = {}

@@ -148,7 +148,7 @@ def setpoint_batch_request(
         m.code: m
         for m in Machine.objects.select_related("line")
         .only("code", "status", "maintenance_locked_at", "line__code")
-        .filter(code__in=list(changes))
+        .filter(code__in_array=list(changes))
     }
     unknown = sorted(set(changes) - set(machines))
     if unknown:
@@ -202,7 +202,7 @@ def setpoint_batch_request(
         locked = list(
             Machine.objects.select_for_update(no_key=True, of=("self",))
             .select_related("line")
-            .filter(pk__in=[m.pk for m in machines.values()])
+            .filter(pk__in_array=[m.pk for m in machines.values()])
             .order_by("pk")
         )
         # Checked again under the row locks: the status may just have changed.
@@ -219,7 +219,7 @@ def setpoint_batch_request(
         superseded = [
             row
             for row in PendingLock.objects.select_for_update(of=("self",))
-            .filter(machine__in=locked, state__in=PendingLock.ACTIVE)
+            .filter(machine_id__in_array=[m.pk for m in locked], state__in=PendingLock.ACTIVE)
             .order_by("pk")
             .values_list("pk", "machine_id", "field", "value", "tx_id", "tx__actor_id")
             if (row[1], row[2]) in wanted
@@ -247,7 +247,7 @@ def setpoint_batch_request(
             for _pk, machine_id, field, value, old_tx_id, _owner in superseded
         ]
         # One UPDATE, however many locks are taken over.
-        PendingLock.objects.filter(pk__in=[row[0] for row in superseded]).update(
+        PendingLock.objects.filter(pk__in_array=[row[0] for row in superseded]).update(
             state=State.SUPERSEDED, resolved_at=now, reason=reason
         )
 
@@ -342,7 +342,7 @@ def command_payloads(*, locks) -> list[tuple[int, dict]]:
         codes[machine_id] = code
     gateways = defaultdict(list)
     for gw_id, machine_id in Gateway.machines.through.objects.filter(
-        machine_id__in=list(codes), gateway__revoked_at__isnull=True
+        machine_id__in_array=list(codes), gateway__revoked_at__isnull=True
     ).values_list("gateway_id", "machine_id"):
         gateways[machine_id].append(gw_id)
     out = []
@@ -457,7 +457,9 @@ def locks_reconcile(*, machine_ids, now: datetime | None = None) -> dict[str, in
     equal to the lock's reconciles it."""
     now = now or timezone.now()
     candidates = list(
-        PendingLock.objects.filter(machine_id__in=list(machine_ids), state__in=PendingLock.ACTIVE)
+        PendingLock.objects.filter(
+            machine_id__in_array=list(machine_ids), state__in=PendingLock.ACTIVE
+        )
         .select_related("machine__line", "tx")
         .order_by("pk")
     )

@@ -34,7 +34,7 @@ def machines_changed(machine_ids) -> None:
     ids = list(machine_ids)
     if not ids:
         return
-    pairs = list(Machine.objects.filter(pk__in=ids).values_list("code", "line__code"))
+    pairs = list(Machine.objects.filter(pk__in_array=ids).values_list("code", "line__code"))
     # If this is lost anyway, screens catch up at their next sweep (1-5 s).
     _group_send(
         CHANGES_GROUP,
