@@ -1,7 +1,7 @@
 import hashlib
-import json
 import uuid
 from contextlib import contextmanager
+from json.encoder import encode_basestring_ascii as json_string
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -31,6 +31,14 @@ _COLUMNS = (*_CHAINED_FIELDS, "actor_id", "prev_hash", "hash")
 _CHAIN_LOCK_KEY = 0x46_4C_45_45_54  # "FLEET"
 
 
+# The hashed payload is the JSON object of the chained fields with sorted
+# keys and no spaces, every value a string: json.dumps(body, sort_keys=True,
+# separators=(",", ":")). It is written out here key by key, which gives the
+# same text at a third less cost (json.dumps sets up an encoder per call); a
+# workbook of a thousand machines hashes four thousand events in one request.
+_PAYLOAD_FIELDS = tuple((name, f'"{name}":') for name in sorted(_CHAINED_FIELDS))
+
+
 def _event_hash(values) -> str:
     """The chain hash of one event, from its field values (a mapping or a
     saved AuditEvent): the predecessor's hash and the chained fields."""
@@ -39,8 +47,8 @@ def _event_hash(values) -> str:
     body["at"] = body["at"].isoformat()
     body["tx_id"] = str(body["tx_id"]) if body["tx_id"] else ""
     body["uid"] = str(body["uid"])
-    payload = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((get("prev_hash") + payload).encode()).hexdigest()
+    payload = ",".join([label + json_string(body[name]) for name, label in _PAYLOAD_FIELDS])
+    return hashlib.sha256((get("prev_hash") + "{" + payload + "}").encode()).hexdigest()
 
 
 def audit_record(

@@ -81,3 +81,31 @@ def test_a_batch_is_chained_in_order_and_reads_back_as_written(plant, operator1)
     assert second.reason == '=HYPERLINK("x")'
     assert second.prev_hash == first.hash and after.prev_hash == second.hash
     assert audit_chain_verify() is None
+
+
+def test_the_hash_is_still_of_the_canonical_json_so_older_chains_verify(plant, operator1):
+    """Events hashed before the payload was written out by hand must still
+    verify: the hash is sha256(prev_hash + json.dumps(chained fields,
+    sort_keys=True, separators=(",", ":")))."""
+    import hashlib
+    import json
+
+    from apps.audit.services import _CHAINED_FIELDS
+
+    awkward = 'quote " backslash \\ tab \t newline \n unit separator \x1f é ☃ </script> =HYPERLINK("x")'
+    event = audit_record(
+        action="setpoint_request",
+        actor=operator1,
+        host="10.0.0.7",
+        machine=plant.machines["m:401"],
+        field="mode",
+        old_value=awkward,
+        new_value="RUN",
+        tx_id=uuid.uuid4(),
+        reason=awkward[::-1],
+    )
+    body = {name: getattr(event, name) for name in _CHAINED_FIELDS}
+    body |= {"at": event.at.isoformat(), "tx_id": str(event.tx_id), "uid": str(event.uid)}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    assert event.hash == hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
+    assert audit_chain_verify() is None
