@@ -20,6 +20,11 @@ from apps.plant.models import Line, Machine, Sensor
 from apps.telemetry import alerts as telemetry_alerts
 from apps.telemetry import selectors as telemetry
 
+# A machine row's alert badge names this many alerts in its tooltip (the
+# machine page lists them all). A row is rendered every second for every
+# machine of the line; naming fifty alerts cost more than the rest of it.
+ALERTS_NAMED = 5
+
 
 @dataclass(slots=True)
 class MachineView:
@@ -43,6 +48,14 @@ class MachineView:
     @property
     def status_class(self) -> str:
         return self.status.lower()
+
+    @property
+    def alerts_named(self) -> list[dict]:
+        return self.alerts[:ALERTS_NAMED]
+
+    @property
+    def alerts_unnamed(self) -> int:
+        return max(len(self.alerts) - ALERTS_NAMED, 0)
 
 
 def machine_views(*, machines: list[Machine], now: datetime | None = None) -> list[MachineView]:

@@ -92,7 +92,7 @@ def test_the_hash_is_still_of_the_canonical_json_so_older_chains_verify(plant, o
 
     from apps.audit.services import _CHAINED_FIELDS
 
-    awkward = 'quote " backslash \\ tab \t newline \n unit separator \x1f é ☃ </script> =HYPERLINK("x")'
+    awkward = 'quote " backslash \\ tab \t newline \n unit sep \x1f é ☃ </script> =HYPERLINK("x")'
     event = audit_record(
         action="setpoint_request",
         actor=operator1,
