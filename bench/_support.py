@@ -8,6 +8,7 @@ runs in `BENCH_DATABASE_NAME` (default `fleetops_bench`), created from the
 """
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -206,6 +207,30 @@ def child_env(**extra) -> dict:
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def procfile_daphne_flags(process: str) -> tuple[str, ...]:
+    """The daphne flags deploy/Procfile gives `process`, less those the
+    bench sets itself (--bind, --port) and --proxy-headers (no proxy here),
+    so a bench measures the processes as production runs them."""
+    for line in (ROOT / "deploy" / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name == process:
+            break
+    else:
+        raise BenchUnavailable(f"deploy/Procfile has no {process!r} process")
+    words = shlex.split(command)
+    if not words or words[0] != "daphne":
+        raise BenchUnavailable(f"deploy/Procfile's {process!r} process is not daphne")
+    flags, at = [], 1
+    while at < len(words) - 1:  # the last word is the application
+        if words[at] in ("--bind", "-b", "--port", "-p"):
+            at += 2
+            continue
+        if words[at] != "--proxy-headers":
+            flags.append(words[at])
+        at += 1
+    return tuple(flags)
 
 
 @contextmanager

@@ -17,7 +17,9 @@ Sizes (environment, defaults sized for `make bench` on 2 cores):
   BENCH_LIVE_CHANGES=60           changes measured per socket count
   BENCH_LIVE_CONNECT_TIMEOUT=60   s for all sockets to connect and get a snapshot
   BENCH_LIVE_LOAD_HZ=1            background plant stream (0 turns it off)
-  BENCH_LIVE_DAPHNE_ARGS=""       extra daphne flags, e.g. "--websocket_connect_timeout 30"
+  BENCH_LIVE_DAPHNE_ARGS         daphne flags; unset: deploy/Procfile's `web` flags
+                                  (--websocket_timeout -1 --websocket_connect_timeout 30),
+                                  "" for daphne's defaults (a 5 s handshake timeout)
 """
 
 import asyncio
@@ -46,6 +48,7 @@ from bench._support import (
     fast_hashers,
     free_port,
     percentile,
+    procfile_daphne_flags,
     python_server,
     services_require,
     session_cookie_for,
@@ -73,7 +76,10 @@ class Sizes:
         self.changes = env_int("BENCH_LIVE_CHANGES", 60)
         self.connect_timeout = env_float("BENCH_LIVE_CONNECT_TIMEOUT", 60)
         self.load_hz = env_float("BENCH_LIVE_LOAD_HZ", 1)
-        self.daphne_args = tuple(shlex.split(os.environ.get("BENCH_LIVE_DAPHNE_ARGS", "")))
+        flags = os.environ.get("BENCH_LIVE_DAPHNE_ARGS")
+        self.daphne_args = (
+            procfile_daphne_flags("web") if flags is None else tuple(shlex.split(flags))
+        )
 
 
 def run() -> list[Row]:
@@ -450,7 +456,8 @@ async def _bench(
     app_connect, bare_connect = app["connect"], bare["connect"]
     rows.append(
         Row(
-            f"{n_max} sockets connecting at once to {sizes.workers} daphne: all connected "
+            f"{n_max} sockets connecting at once to {sizes.workers} daphne "
+            f"({' '.join(sizes.daphne_args) or 'default flags'}): all connected "
             f"and snapshotted ({_errors(app_connect[2])}; {app_connect[3]:,} deltas reached "
             f"the sockets meanwhile; {load}; for the latency figures the failed ones were "
             f"reopened {RAMP_CONCURRENCY} at a time: {app['ramp']:.0f} s)",
