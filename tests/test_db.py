@@ -53,6 +53,16 @@ def test_in_array_finds_what_in_finds(plant):
     assert set(Machine.objects.filter(pk__in_array=ids)) == set(by_code)
 
 
+def test_in_array_never_shortens_a_value_to_make_it_match(plant):
+    from apps.plant.models import Machine
+
+    code = "m:40100000000001"  # as long as the column allows (16)
+    Machine.objects.create(code=code, name="long", line=plant.machines["m:401"].line)
+    assert Machine.objects.filter(code__in_array=[code]).count() == 1
+    # A workbook's id can be longer than any stored one; cut to 16 it would match.
+    assert not Machine.objects.filter(code__in_array=[code + "7"]).exists()
+
+
 def test_in_array_on_a_foreign_key_and_in_an_update(plant):
     at = datetime(2026, 12, 2, 6, 30, tzinfo=UTC)
     tx = ControlTransaction.objects.create(tx_id=uuid.uuid4(), source="form", expires_at=at)
