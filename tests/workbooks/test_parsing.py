@@ -159,6 +159,22 @@ def test_it_flags_a_machine_in_a_safety_state(xlsx, operator1, plant):
     ]
 
 
+def test_it_flags_a_machine_locked_out_at_the_console(xlsx, operator1, plant):
+    from django.utils import timezone
+
+    machine = plant.machines["m:402"]
+    machine.maintenance_locked_at = timezone.now()  # its reports still say RUNNING
+    machine.save()
+    batch = parse_workbook(
+        xlsx([["m:401", 1], ["m:402", 1]]), index=MachineIndex.for_user(operator1)
+    )
+    assert batch.valid_rows == {"m:401": {"target_speed": 1}}
+    assert messages(batch.errors) == [
+        "A3: Machine m:402 is in MAINTENANCE_LOCK; "
+        "setpoints are refused until it leaves that state."
+    ]
+
+
 def test_it_reads_the_cached_value_of_formula_cells(tmp_path, index):
     # openpyxl writes no cached value; a workbook saved by Excel has one.
     path = tmp_path / "formulas.xlsx"
