@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from openpyxl.utils import get_column_letter
 
 REQUIRED_COLUMNS = ("Machine ID", "Target Speed")
@@ -323,37 +324,19 @@ class RowResult:
 
 
 def cast_target_speed(value) -> tuple[int | None, str | None, str | None]:
-    """(speed, error, warning) for one Target Speed cell."""
+    """(speed, error, warning) for one Target Speed cell; the rule itself is
+    the plant's (`plant.validators.target_speed_clean`), shared with the form."""
     if type(value) is int and TARGET_SPEED_MIN <= value <= TARGET_SPEED_MAX:
         return value, None, None  # the common case, answered first
-    if _blank(value):
-        return None, "Target Speed is empty.", None
+    from apps.plant import validators as plant_validators
+
+    try:
+        number = plant_validators.target_speed_clean(value, label="Target Speed")
+    except ValidationError as exc:
+        return None, exc.messages[0], None
     warning = None
-    number = value
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None, f"Target Speed must be a number, not {_shown(value)!r}.", None
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                return None, f"Target Speed must be a number, not {_shown(text)!r}.", None
-        warning = f"Target Speed {_shown(text)!r} was stored as text; read as a number."
-    if isinstance(number, float):
-        if not math.isfinite(number):
-            return None, f"Target Speed must be a number, not {_shown(value)!r}.", None
-        if not number.is_integer():
-            return None, f"Target Speed must be a whole number, not {number:g}.", None
-        number = int(number)
-    if not TARGET_SPEED_MIN <= number <= TARGET_SPEED_MAX:
-        return (
-            None,
-            f"Target Speed {number} is out of range ({TARGET_SPEED_MIN}–{TARGET_SPEED_MAX}).",
-            None,
-        )
+        warning = f"Target Speed {_shown(value.strip())!r} was stored as text; read as a number."
     return number, None, warning
 
 
@@ -404,17 +387,12 @@ class RowValidator:
         column = self.mode_column
         raw_mode = values[column] if column is not None and column < width else None
         if not _blank(raw_mode):
-            text = str(raw_mode).strip().upper()
-            if text in MODES:
-                mode = text
-            else:
-                errors.append(
-                    _message(
-                        number,
-                        self.mode_letter,
-                        f"Mode must be one of {', '.join(MODES)}, not {_shown(raw_mode)!r}.",
-                    )
-                )
+            from apps.plant import validators as plant_validators
+
+            try:
+                mode = plant_validators.mode_clean(raw_mode)
+            except ValidationError as exc:
+                errors.append(_message(number, self.mode_letter, exc.messages[0]))
 
         change = None
         if not errors:

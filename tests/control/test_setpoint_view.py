@@ -36,10 +36,49 @@ def test_out_of_range_and_wrong_types_come_back_as_form_errors(client_for, opera
     assert not ControlTransaction.objects.exists()
 
 
-def test_an_operator_of_line_01_posting_for_line_03_gets_403_and_is_audited(client_for, operator1):
-    response = post(client_for(operator1), "m:601", target_speed="1500")
+def test_an_operator_posting_for_an_unseen_line_without_htmx_gets_404_and_no_audit(
+    client_for, operator1
+):
+    response = post(client_for(operator1), "m:601", headers={}, target_speed="1500")
     assert response.status_code == 404  # line 03 is not even visible to them
+    assert not ControlTransaction.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_with_htmx_an_unseen_machine_is_a_swapped_form_error(client_for, operator1):
+    response = post(client_for(operator1), "m:601", target_speed="1500")
+    body = response.content.decode()
+    # 422 is swapped by the page's htmx responseHandling; 404 would show nothing.
+    assert response.status_code == 422
+    assert 'id="setpoint-form"' in body and "No such machine: m:601." in body
     assert not ControlTransaction.objects.exists()
+
+
+def test_target_speed_accepts_only_plain_whole_numbers(client_for, operator1):
+    client = client_for(operator1)
+    for value in ["1e3", "1_500", "１５００", "15 00", "NaN", "inf"]:
+        response = post(client, "m:401", target_speed=value)
+        assert response.status_code == 422, value
+        assert "Target speed must be" in response.content.decode()
+    fraction = post(client, "m:401", target_speed="1500.5")
+    assert "Target speed must be a whole number, not 1500.5." in fraction.content.decode()
+    assert not ControlTransaction.objects.exists()
+    assert post(client, "m:401", target_speed="1500.0").status_code == 200
+    assert PendingLock.objects.get(field="target_speed").value == "1500"
+
+
+def test_the_form_refuses_a_mode_with_the_workbook_message(client_for, operator1):
+    response = post(client_for(operator1), "m:401", mode="FAST")
+    assert "Mode must be one of RUN, IDLE, MAINTENANCE, not &#x27;FAST&#x27;." in (
+        response.content.decode()
+    )
+
+
+def test_next_to_another_site_falls_back_to_the_machine_page(client_for, operator1):
+    client = client_for(operator1)
+    response = post(client, "m:402", headers={}, target_speed="1000", next="https://example.org/")
+    assert response.status_code == 302 and response["Location"] == "/machines/m:402/"
+    same = post(client, "m:402", headers={}, mode="RUN", next="/lines/01/")
+    assert same["Location"] == "/lines/01/"
 
 
 def test_a_viewer_gets_403_and_the_denial_is_audited(client_for, viewer):

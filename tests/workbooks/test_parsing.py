@@ -89,9 +89,23 @@ def test_it_turns_whole_floats_into_ints(xlsx, index):
         (True, "Target Speed must be a number, not 'True'."),
         (None, "Target Speed is empty."),
         (1500.5, "Target Speed must be a whole number, not 1500.5."),
-        (3001, "Target Speed 3001 is out of range (0–3000)."),
-        (-1, "Target Speed -1 is out of range (0–3000)."),
+        (3001, "Target Speed must be from 0 to 3000, not 3001."),
+        (-1, "Target Speed must be from 0 to 3000, not -1."),
         ("nan", "Target Speed must be a number, not 'nan'."),
+        ("1500.5", "Target Speed must be a whole number, not 1500.5."),
+        ("1e3", "Target Speed must be written with the digits 0–9 only (like 1500), not '1e3'."),
+        (
+            "1_500",
+            "Target Speed must be written with the digits 0–9 only (like 1500), not '1_500'.",
+        ),
+        (
+            "１５００",
+            "Target Speed must be written with the digits 0–9 only (like 1500), not '１５００'.",
+        ),
+        (
+            "15 00",
+            "Target Speed must be written with the digits 0–9 only (like 1500), not '15 00'.",
+        ),
     ],
 )
 def test_it_flags_a_bad_target_speed_with_row_and_column(xlsx, index, value, message):
@@ -270,4 +284,7 @@ def test_it_uses_the_first_worksheet(tmp_path, index):
 
 def test_it_casts_target_speed_values():
     assert parsing.cast_target_speed(7) == (7, None, None)
-    assert parsing.cast_target_speed("1e3")[0] == 1000
+    assert parsing.cast_target_speed(1500.0) == (1500, None, None)
+    assert parsing.cast_target_speed(" 1500.0 ")[0] == 1500
+    assert parsing.cast_target_speed("1e3")[0] is None
+    assert parsing.cast_target_speed(float("inf"))[1] == "Target Speed must be a number, not 'inf'."
