@@ -5,7 +5,7 @@ that forgets a check still cannot hand out another line's machines.
 """
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from .models import Gateway, Line, LineMembership, Machine, MachineStatus
 
@@ -35,10 +35,6 @@ def line_can_view(*, user: User, line: Line) -> bool:
     return line_role_for_user(user=user, line=line) is not None
 
 
-def line_can_operate(*, user: User, line: Line) -> bool:
-    return line_role_for_user(user=user, line=line) == LineMembership.Role.OPERATOR
-
-
 def operated_line_ids(*, user: User) -> set[int]:
     if not user.is_authenticated:
         return set()
@@ -56,15 +52,6 @@ def machine_list_for_user(*, user: User, line: Line | None = None) -> QuerySet[M
     if line is not None:
         machines = machines.filter(line=line)
     return machines
-
-
-def plant_overview_for_user(*, user: User) -> list[Line]:
-    """Lines the user may see, each with its machines prefetched."""
-    return list(
-        line_list_for_user(user=user).prefetch_related(
-            Prefetch("machines", queryset=Machine.objects.order_by("code"))
-        )
-    )
 
 
 def critical_status_codes() -> frozenset[str]:
