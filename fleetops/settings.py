@@ -8,15 +8,66 @@ One environment-driven module for both profiles:
   PostgreSQL, channels-redis and Celery workers over Redis.
 """
 
+import os
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+class NonEmptyEnviron(Mapping[str, str]):
+    """os.environ without the variables set to "": those count as unset.
+
+    `DATABASE_URL= make run`, or `REDIS_URL=` left blank in .env, then falls
+    back to the embedded default instead of crashing on an empty URL."""
+
+    def __getitem__(self, name: str) -> str:
+        value = os.environ[name]
+        if value == "":
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, value in os.environ.items() if value != "")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 env = environ.Env()
 env.read_env(BASE_DIR / ".env") if (BASE_DIR / ".env").exists() else None
+# Every env.<type>() below reads through this view; read_env (a classmethod)
+# still writes the .env file's values to os.environ itself.
+env.ENVIRON = NonEmptyEnviron()
+
+
+def database_from_env(name: str, *, default: str) -> dict:
+    """The DATABASES entry for the URL in `name`, refusing what Django cannot use.
+
+    django-environ turns a scheme it does not know into ENGINE "nonsense" or
+    no ENGINE at all, which only fails later as an obscure KeyError."""
+    url = env.str(name, default=default)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Engine not recognized": reported below
+        try:
+            config = env.db_url_config(url)
+        except Exception as exc:
+            raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from exc
+    if config.get("ENGINE") not in set(environ.Env.DB_SCHEMES.values()):
+        # The URL itself is not echoed: it may hold a password.
+        problem = f"has the unknown scheme {scheme!r}" if scheme else "is not a URL"
+        raise ImproperlyConfigured(
+            f"{name} {problem}; use e.g. postgres://user:password@host:5432/name, "
+            "or leave it unset (or empty) for the embedded SQLite database."
+        )
+    return config
+
 
 # Runtime data of the embedded profile (uploads, the test database, the
 # gateway's queue) lives under var/, which git ignores.
@@ -91,7 +142,7 @@ TEMPLATES = [
 # SQLite in WAL mode with IMMEDIATE transactions so the simulator's writes
 # and page reads of `make run` do not trip over "database is locked".
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": database_from_env("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
