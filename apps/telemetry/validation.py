@@ -17,7 +17,6 @@ from django.conf import settings
 
 from apps.plant.models import Gateway, Machine, MachineStatus, Sensor
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_BATCH_ID_LENGTH = 128
 MAX_ERRORS = 50
@@ -31,7 +30,7 @@ _sensor_keys: dict[int, tuple[float, frozenset[str]]] = {}
 
 
 def max_body_bytes() -> int:
-    return getattr(settings, "TELEMETRY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+    return settings.TELEMETRY_MAX_BODY_BYTES
 
 
 class BatchRejected(Exception):
@@ -187,6 +186,23 @@ def _number(value) -> float | str:
     return number
 
 
+def _storable_text(value) -> bool:
+    """A JSON string the databases can store and index: no NUL (PostgreSQL
+    refuses it in text) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _machine_code(value) -> str | None:
+    """The frame's machine code when it is one that can be looked up."""
+    return value if isinstance(value, str) and _storable_text(value) else None
+
+
 def _json_type(value) -> str:
     if value is None:
         return "null"
@@ -210,7 +226,11 @@ def _timestamp(value, now: datetime) -> datetime | str:
         return "Not an ISO 8601 timestamp (e.g. 2026-11-23T10:00:00.000Z)."
     if ts.tzinfo is None:
         return "The timestamp needs a UTC offset or Z."
-    ts = ts.astimezone(UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+14:00 is a valid ISO string but before year 1 in UTC.
+        return "The timestamp is out of range."
     if ts > now + FUTURE_TOLERANCE:
         return "The timestamp is more than 5 minutes in the future; check the device clock."
     return ts
@@ -230,6 +250,10 @@ def batch_validate(*, gateway: Gateway, document: object, now: datetime) -> Vali
                 f"Required: a string of 1 to {MAX_BATCH_ID_LENGTH} characters.", field="batch_id"
             )
         )
+    elif not _storable_text(batch_id):
+        errors.append(
+            _problem("NUL characters and unpaired surrogates are not allowed.", field="batch_id")
+        )
     frames = document.get("frames")
     if not isinstance(frames, list) or not frames:
         errors.append(_problem("Required: a non-empty array of frames.", field="frames"))
@@ -238,17 +262,15 @@ def batch_validate(*, gateway: Gateway, document: object, now: datetime) -> Vali
 
     # Machines first: a batch naming a machine the gateway is not bound to
     # is refused as forbidden before anything else is looked at.
-    codes = {
-        f["machine"] for f in frames if isinstance(f, dict) and isinstance(f.get("machine"), str)
-    }
-    machine_ids = dict(Machine.objects.filter(code__in=codes).values_list("code", "id"))
+    codes = [_machine_code(f.get("machine")) if isinstance(f, dict) else None for f in frames]
+    machine_ids = dict(
+        Machine.objects.filter(code__in={c for c in codes if c}).values_list("code", "id")
+    )
     bound = set(gateway.machines.filter(id__in=machine_ids.values()).values_list("id", flat=True))
     forbidden = [
-        _problem(f"This gateway may not report for {f['machine']}.", frame=i, field="machine")
-        for i, f in enumerate(frames)
-        if isinstance(f, dict)
-        and f.get("machine") in machine_ids
-        and machine_ids[f["machine"]] not in bound
+        _problem(f"This gateway may not report for {code}.", frame=i, field="machine")
+        for i, code in enumerate(codes)
+        if code in machine_ids and machine_ids[code] not in bound
     ]
     if forbidden:
         raise BatchRejected(403, "forbidden", forbidden[:MAX_ERRORS])
@@ -290,9 +312,11 @@ def _frame_validate(raw, *, index, machine_ids, statuses, keys, now, refreshed):
         bad(key, "Unknown field.")
 
     code = raw.get("machine")
-    machine_id = machine_ids.get(code) if isinstance(code, str) else None
+    machine_id = machine_ids.get(code) if _machine_code(code) else None
     if not isinstance(code, str):
         bad("machine", "Required: a machine code such as m:401.")
+    elif not _machine_code(code):
+        bad("machine", "NUL characters and unpaired surrogates are not allowed.")
     elif machine_id is None:
         bad("machine", f"Unknown machine {code}.")
 
