@@ -94,6 +94,8 @@ class Machine(models.Model):
     maintenance_locked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Why the lock-out holds, as the admin gave it; shown on the machine.
+    maintenance_lock_reason = models.CharField(max_length=200, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

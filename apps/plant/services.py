@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.live import push
 
 from .models import Gateway, Line, LineMembership, Machine, MachineStatus, Sensor
 
@@ -30,20 +31,18 @@ def machine_status_catalogue_seed() -> None:
         )
 
 
-def _announce_machines_changed(machine_ids: list[int]) -> None:
-    # Imported late: the live app renders templates and must not be a
-    # dependency at import time of the domain.
-    from apps.live.tasks import announce_machines_changed
-
-    transaction.on_commit(lambda: announce_machines_changed.delay(machine_ids))
-
-
-def machine_set_maintenance_lock(*, machines, actor, locked: bool, host: str = "") -> list[Machine]:
+def machine_set_maintenance_lock(
+    *, machines, actor, locked: bool, reason: str = "", host: str = ""
+) -> list[Machine]:
     """Put machines under the console's maintenance lock-out, or release it.
 
     The lock-out is kept apart from the reported status so that telemetry
-    cannot lift it; while it holds, every page shows MAINTENANCE_LOCK.
+    cannot lift it; while it holds, every page shows MAINTENANCE_LOCK and
+    the reason given here. Locking without a reason is refused.
     """
+    reason = reason.strip()
+    if locked and not reason:
+        raise ValueError("A maintenance lock needs a reason.")
     now = timezone.now()
     changed = []
     with transaction.atomic():
@@ -56,8 +55,14 @@ def machine_set_maintenance_lock(*, machines, actor, locked: bool, host: str = "
             before = machine.display_status
             machine.maintenance_locked_at = now if locked else None
             machine.maintenance_locked_by = actor if locked else None
+            machine.maintenance_lock_reason = reason if locked else ""
             machine.save(
-                update_fields=["maintenance_locked_at", "maintenance_locked_by", "updated_at"]
+                update_fields=[
+                    "maintenance_locked_at",
+                    "maintenance_locked_by",
+                    "maintenance_lock_reason",
+                    "updated_at",
+                ]
             )
             audit_record(
                 action="maintenance_lock" if locked else "maintenance_release",
@@ -67,11 +72,12 @@ def machine_set_maintenance_lock(*, machines, actor, locked: bool, host: str = "
                 field="status",
                 old_value=before,
                 new_value=machine.display_status,
-                reason="admin override",
+                reason=reason,
             )
             changed.append(machine)
         if changed:
-            _announce_machines_changed([m.pk for m in changed])
+            ids = [m.pk for m in changed]
+            transaction.on_commit(lambda: push.machines_changed(ids))
     return changed
 
 

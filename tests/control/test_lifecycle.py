@@ -195,7 +195,9 @@ def test_an_emergency_stop_fails_pending_locks_and_shows_the_truth_at_once(
 
 def test_a_maintenance_lock_from_the_admin_also_fails_pending_locks(operator1, m401, admin_user):
     tx = request(operator1, m401, mode="IDLE")
-    machine_set_maintenance_lock(machines=[m401], actor=admin_user, locked=True)
+    machine_set_maintenance_lock(
+        machines=[m401], actor=admin_user, locked=True, reason="bearing swap"
+    )
     assert services.locks_housekeeping()["failed"] == 1
     assert tx.locks.get().reason == "safety override"
 
