@@ -194,6 +194,9 @@ FLEETOPS_DEMO_PASSWORD = env.str("FLEETOPS_DEMO_PASSWORD", default="fleetops-dem
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# No script reads the CSRF cookie: forms carry the hidden token and htmx
+# sends the page's token as X-CSRFToken (hx-headers in base.html).
+CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # The header the reverse proxy writes the client's address into (the last
