@@ -115,6 +115,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Innermost, so it sees the device API views' exceptions first.
+    "fleetops.outage.DeviceApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "fleetops.urls"
