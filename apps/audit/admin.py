@@ -5,7 +5,18 @@ from .models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor_label", "action", "machine_code", "field", "new_value", "outcome"]
+    list_display = [
+        "at",
+        "actor_label",
+        "host",
+        "action",
+        "machine_code",
+        "line_code",
+        "field",
+        "old_value",
+        "new_value",
+        "outcome",
+    ]
     list_filter = ["outcome", "action", "line_code"]
     search_fields = ["machine_code", "actor_label", "=tx_id"]
     date_hierarchy = "at"

@@ -57,6 +57,7 @@ def audit_record(
     actor=None,
     host: str = "",
     machine=None,
+    line=None,
     field: str = "",
     old_value="",
     new_value="",
@@ -77,6 +78,7 @@ def audit_record(
             actor=actor,
             host=host,
             machine=machine,
+            line=line,
             field=field,
             old_value=old_value,
             new_value=new_value,
@@ -95,6 +97,7 @@ def _event_values(
     actor=None,
     host="",
     machine=None,
+    line=None,
     field="",
     old_value="",
     new_value="",
@@ -109,10 +112,12 @@ def _event_values(
         "host": host[:255],
         "action": action,
         "machine_code": getattr(machine, "code", "") or "",
-        "line_code": getattr(getattr(machine, "line", None), "code", "") or "",
-        "field": field,
-        "old_value": "" if old_value is None else str(old_value),
-        "new_value": "" if new_value is None else str(new_value),
+        "line_code": getattr(line or getattr(machine, "line", None), "code", "") or "",
+        # A field named after its subject (`temp_01.high_alert`, `alice.role`)
+        # can outgrow the column; the change it records must not fail for it.
+        "field": field[:64],
+        "old_value": _audit_text(old_value),
+        "new_value": _audit_text(new_value),
         "tx_id": tx_id,
         "outcome": outcome,
         "reason": reason,
@@ -121,6 +126,16 @@ def _event_values(
     }
     values["hash"] = _event_hash(values)
     return values
+
+
+def _audit_text(value) -> str:
+    """A value as the audit writes it: numbers as numbers (an integral float
+    is written 1500, not 1500.0), None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 @contextmanager
@@ -151,6 +166,30 @@ def audit_record_many(events: list[dict]) -> int:
             prev = values["hash"]
             rows.append(values)
         return rows_insert(AuditEvent, _COLUMNS, ([row[c] for c in _COLUMNS] for row in rows))
+
+
+def audit_record_changes(
+    *, action: str, before: dict, after: dict, subject: str = "", **common
+) -> int:
+    """One event per field whose value changed from `before` to `after`
+    (a field missing from `before` was empty): one field per event, old and
+    new written as every other event writes them. `subject` names what the
+    field belongs to when that is not the machine, e.g. the sensor key, and
+    the field then reads `temp_01.high_alert`. Returns how many were written."""
+    prefix = f"{subject}." if subject else ""
+    return audit_record_many(
+        [
+            {
+                **common,
+                "action": action,
+                "field": prefix + name,
+                "old_value": before.get(name),
+                "new_value": after.get(name),
+            }
+            for name in after
+            if _audit_text(before.get(name)) != _audit_text(after.get(name))
+        ]
+    )
 
 
 def audit_chain_verify() -> int | None:

@@ -109,3 +109,32 @@ def test_the_hash_is_still_of_the_canonical_json_so_older_chains_verify(plant, o
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     assert event.hash == hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
     assert audit_chain_verify() is None
+
+
+def test_numbers_are_written_as_numbers_by_every_write_path(db):
+    audit_record(action="one", old_value=1500.0, new_value=1500.5)
+    audit_record_many(
+        [
+            {"action": "many", "old_value": 3100.0, "new_value": None},
+            {"action": "many", "old_value": 0.0, "new_value": 7},
+        ]
+    )
+    written = AuditEvent.objects.order_by("id").values_list("old_value", "new_value")
+    assert list(written) == [("1500", "1500.5"), ("3100", ""), ("0", "7")]
+
+
+def test_a_change_of_several_fields_writes_one_event_per_changed_field(db):
+    from apps.audit.services import audit_record_changes
+
+    written = audit_record_changes(
+        action="sensor_change",
+        before={"low_alert": 5.0, "high_alert": 95.0},
+        after={"low_alert": 5, "high_alert": 90.0, "unit": None},
+        subject="temp",
+        host="10.0.0.7",
+    )
+    events = AuditEvent.objects.order_by("id")
+    assert written == 1
+    assert [(e.field, e.old_value, e.new_value, e.host) for e in events] == [
+        ("temp.high_alert", "95", "90", "10.0.0.7")
+    ]

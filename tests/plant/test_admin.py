@@ -5,7 +5,7 @@ from apps.plant.models import Gateway, Machine
 from apps.plant.selectors import gateway_for_token
 
 
-def test_the_maintenance_lock_action_locks_audits_and_releases(
+def test_the_maintenance_lock_action_locks_with_a_reason_audits_and_releases(
     client_for, admin_user, plant, django_capture_on_commit_callbacks
 ):
     client = client_for(admin_user)
@@ -13,17 +13,25 @@ def test_the_maintenance_lock_action_locks_audits_and_releases(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client.post(
             "/admin/plant/machine/",
-            {"action": "put_under_maintenance_lock", "_selected_action": ids},
+            {
+                "action": "put_under_maintenance_lock",
+                "_selected_action": ids,
+                "post": "yes",
+                "reason": "bearing replacement",
+            },
             follow=True,
         )
     assert "2 machine(s) put under maintenance lock" in response.content.decode()
     assert len(callbacks) == 1  # one push for the whole action, after commit
     assert Machine.objects.get(code="m:401").display_status == "MAINTENANCE_LOCK"
+    assert Machine.objects.get(code="m:401").maintenance_lock_reason == "bearing replacement"
     assert Machine.objects.get(code="m:403").display_status == "IDLE"
     events = AuditEvent.objects.filter(action="maintenance_lock").order_by("machine_code")
-    assert [(e.machine_code, e.old_value, e.new_value, e.actor_label) for e in events] == [
-        ("m:401", "IDLE", "MAINTENANCE_LOCK", "admin"),
-        ("m:402", "IDLE", "MAINTENANCE_LOCK", "admin"),
+    assert [
+        (e.machine_code, e.old_value, e.new_value, e.actor_label, e.reason) for e in events
+    ] == [
+        ("m:401", "IDLE", "MAINTENANCE_LOCK", "admin", "bearing replacement"),
+        ("m:402", "IDLE", "MAINTENANCE_LOCK", "admin", "bearing replacement"),
     ]
 
     client.post(
@@ -78,14 +86,22 @@ def test_admin_lists_and_searches_the_plant(client_for, admin_user, plant):
     )
 
 
-def test_the_critical_flag_is_editable_in_the_admin(client_for, admin_user, plant):
+def test_the_critical_flag_is_editable_on_the_status_page_once_confirmed(
+    client_for, admin_user, plant
+):
     from apps.plant.models import MachineStatus
 
     status = MachineStatus.objects.get(code="STOPPED")
     client = client_for(admin_user)
     response = client.post(
         f"/admin/plant/machinestatus/{status.pk}/change/",
-        {"code": "STOPPED", "label": "Stopped", "is_critical": "on", "display_order": 2},
+        {
+            "code": "STOPPED",
+            "label": "Stopped",
+            "is_critical": "on",
+            "confirm_critical_change": "on",
+            "display_order": 2,
+        },
     )
     assert response.status_code == 302
     status.refresh_from_db()
