@@ -12,7 +12,9 @@
   var SCHEDULE = [0, 2000, 5000, 10000, 30000];
   // htmx's extension reconnects by itself only after these close codes.
   var EXTENSION_RECONNECTS = [1006, 1011, 1012, 1013];
-  var STALE_GRACE_MS = 1000;   // network jitter allowed on top of the ping interval
+  var STALE_GRACE_MS = 500;    // network jitter allowed on top of the ping interval
+  var HEARTBEAT_CHECK_MS = 250; // so STALE shows within 6 s of the last ping, not 7
+  var DEAD_AFTER_PINGS = 2;    // missed pings (plus the pong timeout) before the link counts as dead
   var MIN_APPLY_GAP_MS = 100;  // at most 10 DOM updates a second
 
   var main = null;
@@ -23,6 +25,8 @@
   var paused = false;       // hidden tab: socket closed on purpose
   var state = "connecting";
   var lastPingAt = 0;
+  var lastDataAt = now();   // the page's data is as old as this (server-rendered at load)
+  var lost = false;         // the link went down since the page loaded
   var clockOffset = 0;      // server time - browser time, from pings
   var topics = {};          // name -> {seq, ready, acked}
   var pending = {};         // region id -> html, applied by flush()
@@ -36,9 +40,39 @@
   function setState(next, label) {
     if (!indicator) return;
     if (state !== next) log.push({ state: next, at: now(), attempt: attempt });
+    if (next === "disconnected") lost = true;
     state = next;
     indicator.dataset.connectionState = next;
     indicator.querySelector(".connection-label").textContent = label;
+    showFreshness();
+  }
+
+  function allTopicsReady() {
+    return Object.keys(topics).every(function (n) { return topics[n].acked && topics[n].ready; });
+  }
+
+  // What the whole page admits about its data, on <body data-live>:
+  // "live"; "stale" (amber band, tinted regions); "down" (red band,
+  // desaturated). After a loss the page stays "down" through every
+  // reconnect attempt until each topic's fresh snapshot is applied.
+  function pageFreshness() {
+    if (state === "stale") return "stale";
+    if (state === "disconnected") return "down";
+    if (lost && !(state === "connected" && allTopicsReady())) return "down";
+    return "live";
+  }
+
+  function showFreshness() {
+    if (!main) return;
+    var freshness = pageFreshness();
+    document.body.dataset.live = freshness;
+    var band = document.getElementById("freshness-band");
+    if (!band) return;
+    band.hidden = freshness === "live";
+    if (freshness === "live") return;
+    var seconds = Math.max(0, Math.round((now() - lastDataAt) / 1000));
+    band.querySelector(".freshness-text").textContent =
+      (freshness === "down" ? "Not live — " : "") + "Data may be old — last update " + seconds + " s ago";
   }
 
   function nextDelay() {
@@ -109,6 +143,7 @@
       if (target) htmx.swap(target, fragments[id], { swapStyle: "outerHTML" });
     });
     updateAges();
+    showFreshness();
   }
 
   // Protocol
@@ -131,6 +166,7 @@
         if (!topic) return;
         topic.seq = message.seq;
         topic.ready = true;
+        lastDataAt = now();
         queueFragments(message.html);
         break;
       case "delta":
@@ -143,10 +179,14 @@
           return;
         }
         topic.seq = message.seq;
+        lastDataAt = now();
         queueFragments(message.html);
         break;
       case "ping":
         lastPingAt = now();
+        // A ping proves every topic is current: the server sends deltas
+        // before the ping that follows them.
+        if (state === "connected" || state === "stale") lastDataAt = now();
         clockOffset = message.ts * 1000 - now();
         send({ type: "pong", ts: message.ts });
         if (state === "stale") setState("connected", "Live");
@@ -173,16 +213,52 @@
     setTimeout(function () { toast.remove(); }, 8000);
   }
 
+  // No ping for an interval: STALE. No ping for two intervals and the
+  // pong timeout: the link is dead even if the socket never closed (a
+  // half-open TCP link after a cable cut never does), so close it here
+  // and let the reconnect schedule run.
   function watchHeartbeat() {
     var interval = Number(main.dataset.pingInterval || 5) * 1000;
-    if ((state === "connected" || state === "stale") && now() - lastPingAt > interval + STALE_GRACE_MS) {
-      var seconds = Math.round((now() - lastPingAt) / 1000);
-      setState("stale", seconds + "s ago");
+    var pongTimeout = Number(main.dataset.pongTimeout || 3) * 1000;
+    if (state !== "connected" && state !== "stale") return;
+    var silence = now() - lastPingAt;
+    if (socket && silence > DEAD_AFTER_PINGS * interval + pongTimeout) {
+      abandonSocket();
+    } else if (silence > interval + STALE_GRACE_MS) {
+      setState("stale", Math.round(silence / 1000) + "s ago");
     }
+  }
+
+  function abandonSocket() {
+    var dead = socket;
+    socket = null;
+    // The closing handshake cannot finish over a dead link and the browser
+    // may report the close a minute later: detach it now, so that late
+    // close neither ends a newer socket nor replays old messages.
+    dead.fleetopsAbandoned = true;
+    dead.onclose = null;
+    dead.onerror = null;
+    try { dead.close(4000, "no heartbeat"); } catch (e) { /* already closing */ }
+    Object.keys(topics).forEach(function (n) { topics[n].ready = false; });
+    setState("disconnected", "Disconnected");
+    var retry = wrapper;
+    setTimeout(function () { if (!paused && !socket) retry.reconnect(); }, nextDelay());
+  }
+
+  // Ages tick here every second and anything whose data is older than the
+  // staleness limit takes the stale style by itself, push or no push.
+  function markStale(serverNow) {
+    var limit = Number(main.dataset.staleAfter || 5) * 1000;
+    document.querySelectorAll("[data-seen-at]").forEach(function (element) {
+      var seen = Date.parse(element.dataset.seenAt);
+      var old = isNaN(seen) || serverNow - seen > limit;
+      element.classList.toggle("is-stale", old);
+    });
   }
 
   function updateAges() {
     var serverNow = now() + clockOffset;
+    markStale(serverNow);
     document.querySelectorAll("time.age").forEach(function (element) {
       var seconds = Math.max(0, Math.round((serverNow - Date.parse(element.getAttribute("datetime"))) / 1000));
       element.textContent = seconds < 120 ? seconds + " s ago"
@@ -217,6 +293,7 @@
   });
 
   document.addEventListener("htmx:wsClose", function (event) {
+    if (event.detail.event.target.fleetopsAbandoned) return;
     socket = null;
     Object.keys(topics).forEach(function (n) { topics[n].ready = false; });
     if (paused) {
@@ -244,6 +321,45 @@
     }
   });
 
+  // An HTMX request that never reached the server (or got no usable
+  // answer) must not leave a form looking sent: say so in the form and in
+  // a toast.
+  function notSent(event, text) {
+    var elt = event.detail.elt;
+    var form = elt && (elt.closest("form") || elt.querySelector("form"));
+    if (form) {
+      form.querySelectorAll(".form-sent").forEach(function (sent) { sent.remove(); });
+      var box = form.querySelector(".form-not-sent");
+      if (!box) {
+        box = document.createElement("p");
+        box.className = "form-errors form-not-sent";
+        box.setAttribute("role", "alert");
+        form.appendChild(box);
+      }
+      box.textContent = text;
+    }
+    var toast = document.createElement("div");
+    toast.className = "toast toast-error";
+    toast.setAttribute("role", "alert");
+    toast.textContent = text;
+    showToast(toast.outerHTML);
+  }
+
+  document.addEventListener("htmx:sendError", function (event) {
+    notSent(event, "Not sent: no connection to the server.");
+  });
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    notSent(event, "Not sent: the server answered " + status + ". Try again.");
+  });
+
+  // A new request clears the last "not sent" notice of its form.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt && event.detail.elt.closest("form");
+    if (form) form.querySelectorAll(".form-not-sent").forEach(function (box) { box.remove(); });
+  });
+
   document.addEventListener("change", function (event) {
     if (event.target.matches("[data-autosubmit]")) event.target.form.submit();
   });
@@ -252,11 +368,21 @@
   indicator = document.getElementById("connection");
   main = document.querySelector("main[ws-connect]");
   if (main) {
-    setInterval(function () { watchHeartbeat(); updateAges(); }, 1000);
+    setInterval(watchHeartbeat, HEARTBEAT_CHECK_MS);
+    setInterval(function () { updateAges(); showFreshness(); }, 1000);
     updateAges();
   }
 
   htmx.config.wsReconnectDelay = function () { return nextDelay(); };
+  // Our listener comes first on every socket, so messages that arrive on a
+  // socket given up for dead (a link that came back) are dropped unseen.
+  htmx.createWebSocket = function (url) {
+    var ws = new WebSocket(url);
+    ws.addEventListener("message", function (event) {
+      if (ws.fleetopsAbandoned) event.stopImmediatePropagation();
+    });
+    return ws;
+  };
 
   // For tests and the curious: read-only state plus a way to force a gap.
   window.FleetOpsLive = {
