@@ -336,6 +336,27 @@ WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=100_000)
 # sweeper queues it again (broker down at upload time, a worker killed).
 WORKBOOK_MAX_ATTEMPTS = env.int("WORKBOOK_MAX_ATTEMPTS", default=3)
 WORKBOOK_STUCK_AFTER_SECONDS = env.int("WORKBOOK_STUCK_AFTER_SECONDS", default=600)
+# Seconds a parse or report task may run: past the soft limit the upload
+# shows a clean "took too long" message, past the hard one the worker is
+# killed. The largest accepted sheet takes seconds.
+WORKBOOK_TASK_SOFT_TIME_LIMIT = env.int("WORKBOOK_TASK_SOFT_TIME_LIMIT", default=240)
+WORKBOOK_TASK_TIME_LIMIT = env.int("WORKBOOK_TASK_TIME_LIMIT", default=300)
+# The zip package, checked before any XML is parsed (apps/workbooks/precheck.py):
+# its parts, one part inflated (the shared strings have their own cap), the
+# whole package inflated, and the compression ratio past which a part over
+# 1 MB counts as a zip bomb.
+WORKBOOK_MAX_ZIP_ENTRIES = env.int("WORKBOOK_MAX_ZIP_ENTRIES", default=1000)
+WORKBOOK_MAX_ENTRY_BYTES = env.int("WORKBOOK_MAX_ENTRY_BYTES", default=100 * 1024 * 1024)
+WORKBOOK_MAX_SHARED_STRINGS_BYTES = env.int(
+    "WORKBOOK_MAX_SHARED_STRINGS_BYTES", default=50 * 1024 * 1024
+)
+WORKBOOK_MAX_UNCOMPRESSED_BYTES = env.int(
+    "WORKBOOK_MAX_UNCOMPRESSED_BYTES", default=250 * 1024 * 1024
+)
+WORKBOOK_MAX_COMPRESSION_RATIO = env.int("WORKBOOK_MAX_COMPRESSION_RATIO", default=200)
+# Uploaded files and their error reports: outside the web root and never
+# under MEDIA_ROOT, so no URL can ever serve one back.
+WORKBOOK_UPLOAD_DIR = Path(env.str("WORKBOOK_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
 
 # Cache: the per-gateway rate bucket must be shared by every process.
 if REDIS_URL:

@@ -2,9 +2,10 @@ import tempfile
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from . import parsing
+from . import precheck
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -26,21 +27,21 @@ class WorkbookUploadForm(forms.Form):
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        limit = parsing.max_upload_bytes()
+        limit = settings.WORKBOOK_MAX_UPLOAD_BYTES
         if upload.size > limit:
             raise ValidationError(size_limit_message(limit), code="too_big")
         try:
-            parsing.check_extension(upload.name)
+            precheck.check_extension(upload.name)
             # The cheap content checks (magic bytes, zip directory, kind of
             # package) answer at once; the task repeats them in depth.
             if hasattr(upload, "temporary_file_path"):
-                parsing.precheck(Path(upload.temporary_file_path()))
+                precheck.precheck(Path(upload.temporary_file_path()))
             else:
                 with tempfile.NamedTemporaryFile(suffix=".xlsx") as copy:
                     for chunk in upload.chunks():
                         copy.write(chunk)
                     copy.flush()
-                    parsing.precheck(Path(copy.name))
-        except parsing.WorkbookRejected as exc:
+                    precheck.precheck(Path(copy.name))
+        except precheck.WorkbookRejected as exc:
             raise ValidationError(exc.message, code=exc.code) from None
         return upload

@@ -1,5 +1,6 @@
-"""Reading an uploaded setpoint workbook: pre-checks, the header, casting and
-validation of every row, and the ParsedBatch the control layer is fed with.
+"""Reading an uploaded setpoint workbook: the header, casting and validation
+of every row, and the ParsedBatch the control layer is fed with. The file
+itself is checked first, in `precheck`.
 
 Reader choice (`readers.open_rows`): python-calamine (~250K rows/s) when a
 stream scan of the package shows the sheet's farthest cell keeps
@@ -17,8 +18,6 @@ Nothing here touches the database except through `plant` selectors and the
 import math
 import re
 import uuid
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,197 +26,19 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from openpyxl.utils import get_column_letter
 
+from apps.plant import validators as plant_validators
+from apps.plant.models import MACHINE_CODE_RE
+
+from .precheck import WorkbookRejected
+
 REQUIRED_COLUMNS = ("Machine ID", "Target Speed")
 OPTIONAL_COLUMNS = ("Mode",)
-MODES = ("RUN", "IDLE", "MAINTENANCE")
-TARGET_SPEED_MIN, TARGET_SPEED_MAX = 0, 3000
-MACHINE_ID_RE = re.compile(r"^m:\d+$")
+MACHINE_ID_RE = re.compile(MACHINE_CODE_RE)
 HEADER_SEARCH_ROWS = 10
 # Columns beyond this are never read: extra columns are ignored anyway,
 # and a row padded to column XFD would cost 16K cells per row.
 MAX_COLUMNS = 64
 CHUNK_ROWS = 500
-
-OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-SAVE_AS_XLSX = "Open it in Excel or LibreOffice and save it as an Excel Workbook (.xlsx)."
-
-
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, default))
-
-
-def max_upload_bytes() -> int:
-    return _setting("WORKBOOK_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
-
-
-class WorkbookRejected(Exception):
-    """The whole file is refused; `message` is shown to the user as is."""
-
-    def __init__(self, message: str, code: str = "rejected"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-EXTENSION_MESSAGES = {
-    ".xls": "This is a legacy Excel 97-2003 workbook (.xls), which is not accepted. ",
-    ".xlsb": "This is an Excel binary workbook (.xlsb), which is not accepted. ",
-    ".xlsm": "This is a macro-enabled workbook (.xlsm); macros are not accepted. ",
-    ".ods": "This is an OpenDocument spreadsheet (.ods), which is not accepted. ",
-    ".csv": "This is a CSV text file, which is not accepted. ",
-}
-
-
-def check_extension(filename: str) -> None:
-    suffix = Path(filename or "").suffix.lower()
-    if suffix == ".xlsx":
-        return
-    if suffix in EXTENSION_MESSAGES:
-        raise WorkbookRejected(EXTENSION_MESSAGES[suffix] + SAVE_AS_XLSX, "format")
-    raise WorkbookRejected(
-        f"Only Excel workbooks (.xlsx) are accepted, not '{suffix or 'no extension'}' files. "
-        + SAVE_AS_XLSX,
-        "format",
-    )
-
-
-# Pre-checks
-# ----------
-
-
-def _ole2_message(path: Path) -> str:
-    # An OLE2 container is either a legacy .xls/.xlsb export or an
-    # encrypted OOXML package; the latter names its streams in UTF-16.
-    with open(path, "rb") as handle:
-        data = handle.read(max_upload_bytes() + 1)
-    if (
-        "EncryptedPackage".encode("utf-16-le") in data
-        or "EncryptionInfo".encode("utf-16-le") in data
-    ):
-        return (
-            "This workbook is password protected (encrypted), so it cannot be read. "
-            "Remove the password in Excel (File › Info › Protect Workbook) and upload "
-            "the .xlsx again."
-        )
-    return "This is a legacy Excel 97-2003 workbook (.xls), which is not accepted. " + SAVE_AS_XLSX
-
-
-def precheck(path: Path, *, deep: bool = False) -> None:
-    """Refuse anything that is not a sane .xlsx before any XML is parsed.
-
-    The cheap part (magic bytes, the zip directory, declared sizes, the
-    kind of package) runs in the upload form; `deep` also inflates every
-    entry with a byte counter, which catches truncated archives and zip
-    entries that lie about their size, and runs in the task.
-    """
-    max_entries = _setting("WORKBOOK_MAX_ZIP_ENTRIES", 1000)
-    max_entry = _setting("WORKBOOK_MAX_ENTRY_BYTES", 100 * 1024 * 1024)
-    max_total = _setting("WORKBOOK_MAX_UNCOMPRESSED_BYTES", 250 * 1024 * 1024)
-    max_shared = _setting("WORKBOOK_MAX_SHARED_STRINGS_BYTES", 50 * 1024 * 1024)
-    max_ratio = _setting("WORKBOOK_MAX_COMPRESSION_RATIO", 200)
-
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if not head:
-        raise WorkbookRejected("The file is empty.", "empty")
-    if head.startswith(OLE2_MAGIC):
-        raise WorkbookRejected(_ole2_message(path), "format")
-    if not head.startswith(ZIP_MAGICS):
-        raise WorkbookRejected(
-            "This file is not an Excel workbook (an .xlsx file is a zip package; this one "
-            "is not). " + SAVE_AS_XLSX,
-            "format",
-        )
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise WorkbookRejected(
-            "The workbook is damaged or truncated (its zip package cannot be opened). "
-            "Save it again from Excel or LibreOffice as .xlsx and upload the new file.",
-            "corrupt",
-        ) from exc
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > max_entries:
-            raise WorkbookRejected(
-                f"The workbook package holds {len(infos)} parts (at most {max_entries} are "
-                "accepted).",
-                "too_big",
-            )
-        names = {info.filename for info in infos}
-        _check_package_kind(archive, names)
-        total = 0
-        for info in infos:
-            total += info.file_size
-            limit = max_shared if info.filename == "xl/sharedStrings.xml" else max_entry
-            ratio = info.file_size / max(info.compress_size, 1)
-            if (
-                info.file_size > limit
-                or total > max_total
-                or (info.file_size > 1024 * 1024 and ratio > max_ratio)
-            ):
-                raise WorkbookRejected(
-                    "The workbook expands to far more data than a setpoint sheet needs "
-                    f"(part {info.filename[:80]!r}); it is refused as a possible zip bomb.",
-                    "too_big",
-                )
-        if deep:
-            _inflate_all(archive, infos, max_entry, max_shared)
-
-
-def _check_package_kind(archive: zipfile.ZipFile, names: set[str]) -> None:
-    if "mimetype" in names:
-        mimetype = archive.read("mimetype")[:100]
-        if b"opendocument" in mimetype:
-            raise WorkbookRejected(EXTENSION_MESSAGES[".ods"] + SAVE_AS_XLSX, "format")
-    if "xl/workbook.bin" in names:
-        raise WorkbookRejected(EXTENSION_MESSAGES[".xlsb"] + SAVE_AS_XLSX, "format")
-    content_types = b""
-    if "[Content_Types].xml" in names:
-        info = archive.getinfo("[Content_Types].xml")
-        if info.file_size < 1024 * 1024:
-            content_types = archive.read(info)
-    if "xl/vbaProject.bin" in names or b"macroEnabled" in content_types:
-        raise WorkbookRejected(EXTENSION_MESSAGES[".xlsm"] + SAVE_AS_XLSX, "format")
-    if "xl/workbook.xml" not in names:
-        raise WorkbookRejected(
-            "This zip file is not an Excel workbook (it has no xl/workbook.xml part). "
-            + SAVE_AS_XLSX,
-            "format",
-        )
-
-
-def _inflate_all(archive, infos, max_entry: int, max_shared: int) -> None:
-    for info in infos:
-        limit = max_shared if info.filename == "xl/sharedStrings.xml" else max_entry
-        seen = 0
-        try:
-            with archive.open(info) as stream:
-                while chunk := stream.read(1024 * 1024):
-                    seen += len(chunk)
-                    if seen > limit:
-                        raise WorkbookRejected(
-                            "The workbook expands to far more data than it declares; it is "
-                            "refused as a possible zip bomb.",
-                            "too_big",
-                        )
-        except WorkbookRejected:
-            raise
-        except (
-            zipfile.BadZipFile,
-            zlib.error,
-            EOFError,
-            OSError,
-            NotImplementedError,
-            RuntimeError,
-            ValueError,
-        ) as exc:
-            raise WorkbookRejected(
-                "The workbook is damaged or truncated (a part of its zip package cannot be "
-                "read). Save it again from Excel or LibreOffice as .xlsx and upload the new file.",
-                "corrupt",
-            ) from exc
 
 
 # Reading rows
@@ -326,10 +147,11 @@ class RowResult:
 def cast_target_speed(value) -> tuple[int | None, str | None, str | None]:
     """(speed, error, warning) for one Target Speed cell; the rule itself is
     the plant's (`plant.validators.target_speed_clean`), shared with the form."""
-    if type(value) is int and TARGET_SPEED_MIN <= value <= TARGET_SPEED_MAX:
+    if (
+        type(value) is int
+        and plant_validators.TARGET_SPEED_MIN <= value <= plant_validators.TARGET_SPEED_MAX
+    ):
         return value, None, None  # the common case, answered first
-    from apps.plant import validators as plant_validators
-
     try:
         number = plant_validators.target_speed_clean(value, label="Target Speed")
     except ValidationError as exc:
@@ -387,8 +209,6 @@ class RowValidator:
         column = self.mode_column
         raw_mode = values[column] if column is not None and column < width else None
         if not _blank(raw_mode):
-            from apps.plant import validators as plant_validators
-
             try:
                 mode = plant_validators.mode_clean(raw_mode)
             except ValidationError as exc:
@@ -461,7 +281,7 @@ def parse_workbook(
     # Far above one row per machine of any plant; it bounds the parse (~2 s)
     # and the error report (written by its own task, ~9 s) of the largest
     # accepted sheet, while a 10 MB upload could hold millions of rows.
-    max_rows = _setting("WORKBOOK_MAX_ROWS", 100_000)
+    max_rows = settings.WORKBOOK_MAX_ROWS
     from .readers import open_rows
 
     sheet = open_rows(path)

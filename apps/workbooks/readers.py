@@ -32,7 +32,8 @@ from operator import itemgetter
 
 from openpyxl.utils import column_index_from_string
 
-from .parsing import MAX_COLUMNS, WorkbookRejected, _blank
+from .parsing import MAX_COLUMNS, _blank
+from .precheck import WorkbookRejected
 
 # The guard's caps. calamine stores ~32 bytes per cell of the dense range
 # (plus the cells it parsed), so 2M cells stay far below the 200 MB budget.

@@ -1,11 +1,12 @@
 """Writes of the workbook app: storing an upload, queueing it, the parsing
-run itself (called by the Celery task), and the sweeper."""
+run itself (called by the Celery task), its error report, and the sweeper."""
 
 import hashlib
 import logging
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import live, parsing
+from apps.audit.services import audit_record_many
+
+from . import live, parsing, precheck
 from .models import STORED_MESSAGES_LIMIT, WorkbookUpload
 
 logger = logging.getLogger(__name__)
@@ -29,9 +32,7 @@ PROGRESS_EVERY = 0.5
 
 
 def uploads_dir() -> Path:
-    """Where uploaded files live: under VAR_DIR, outside the web root and
-    never under MEDIA_ROOT, so no URL can ever serve one back."""
-    return Path(getattr(settings, "WORKBOOK_UPLOAD_DIR", Path(settings.VAR_DIR) / "uploads"))
+    return Path(settings.WORKBOOK_UPLOAD_DIR)
 
 
 def upload_path(upload: WorkbookUpload) -> Path:
@@ -51,11 +52,33 @@ def stuck_after() -> timedelta:
 
 
 def upload_create(*, uploader, file, validate_only: bool = False, host: str = "") -> WorkbookUpload:
-    """Store the file under a generated name, record it, and queue its
-    parsing once the row is committed."""
+    """Store the file under a generated name, record it with its audit
+    events, and queue its parsing once the row is committed."""
     now = timezone.now()
     relative = f"{now:%Y/%m}/{uuid.uuid4().hex}.xlsx"
     target = uploads_dir() / relative
+    sha256, size = _store(file, target)
+    try:
+        with transaction.atomic():
+            upload = WorkbookUpload.objects.create(
+                uploader=uploader,
+                original_filename=Path(file.name or "workbook.xlsx").name[:255],
+                stored_path=relative,
+                size=size,
+                sha256=sha256,
+                validate_only=validate_only,
+                host=host[:255],
+            )
+            _audit_upload(upload)
+    except BaseException:
+        target.unlink(missing_ok=True)  # no row points at it
+        raise
+    transaction.on_commit(lambda: upload_enqueue(upload_id=upload.pk))
+    return upload
+
+
+def _store(file, target: Path) -> tuple[str, int]:
+    """Write the upload to `target`, private (0600); its sha256 and size."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     with open(target, "xb") as out:
@@ -64,30 +87,49 @@ def upload_create(*, uploader, file, validate_only: bool = False, host: str = ""
             size += len(chunk)
             out.write(chunk)
     target.chmod(0o600)
-    upload = WorkbookUpload.objects.create(
-        uploader=uploader,
-        original_filename=Path(file.name or "workbook.xlsx").name[:255],
-        stored_path=relative,
-        size=size,
-        sha256=digest.hexdigest(),
-        validate_only=validate_only,
-        host=host[:255],
+    return digest.hexdigest(), size
+
+
+def _audit_upload(upload: WorkbookUpload) -> None:
+    """Who uploaded which file, one field per event. The field names the
+    upload (`upload:12.sha256`), so the trail leads to its row and the
+    control transaction it became; the hash identifies the very file."""
+    file = {"filename": upload.original_filename, "size": upload.size, "sha256": upload.sha256}
+    audit_record_many(
+        [
+            {
+                "action": "workbook_upload",
+                "actor": upload.uploader,
+                "host": upload.host,
+                "field": f"{upload.topic}.{name}",
+                "new_value": value,
+            }
+            for name, value in file.items()
+        ]
     )
-    transaction.on_commit(lambda: upload_enqueue(upload_id=upload.pk))
-    return upload
 
 
 def upload_enqueue(*, upload_id: int) -> bool:
-    """Hand the upload to a worker. A broker that is down must not fail the
-    request: the upload stays queued and the sweeper sends it again."""
+    """Hand the upload's parse to a worker."""
     from .tasks import workbook_parse_task
 
+    return _enqueue(workbook_parse_task, upload_id=upload_id, what="workbook upload")
+
+
+def upload_report_enqueue(*, upload_id: int) -> bool:
+    """Hand the upload's error report to a worker."""
+    from .tasks import workbook_report_task
+
+    return _enqueue(workbook_report_task, upload_id=upload_id, what="the report of upload")
+
+
+def _enqueue(task, *, upload_id: int, what: str) -> bool:
+    # A broker that is down must not fail the request: the row stays queued
+    # (or preparing) and the sweeper sends it again.
     try:
-        workbook_parse_task.apply_async(args=[upload_id], retry=False)
+        task.apply_async(args=[upload_id], retry=False)
     except Exception:
-        logger.warning(
-            "could not queue workbook upload %s; the sweeper retries", upload_id, exc_info=True
-        )
+        logger.warning("could not queue %s %s; the sweeper retries", what, upload_id, exc_info=True)
         return False
     return True
 
@@ -111,6 +153,58 @@ def _requeue(idle, *, touch: str, enqueue, now) -> list[int]:
         if enqueue(upload_id=upload_id):
             requeued.append(upload_id)
     return requeued
+
+
+# A run
+# -----
+
+
+@dataclass
+class _Run:
+    """One run over an upload: its parse, or the writing of its report.
+
+    Every write is conditional on the run's fencing token (`fence`: the
+    parse's attempt number, the report's run id), so a run that was given
+    up on can never overwrite a newer one. Each write also touches the
+    sign of life the sweeper reads. Progress is saved (and pushed) at most
+    every PROGRESS_EVERY seconds: a 500-row chunk parses in ~5 ms, and a
+    save and a push per chunk would cost more than the parse.
+    """
+
+    upload_id: int
+    fence: dict
+    touch: str
+    saved_at: float = -math.inf
+
+    @classmethod
+    def parse(cls, upload: WorkbookUpload) -> "_Run":
+        # The first chunk is saved at once, so the page shows the total early.
+        fence = {"status": Status.PARSING, "attempts": upload.attempts}
+        return cls(upload.pk, fence, "updated_at", saved_at=-math.inf)
+
+    @classmethod
+    def report(cls, upload_id: int, run_id: uuid.UUID) -> "_Run":
+        fence = {"report_status": ReportStatus.PREPARING, "report_run": run_id}
+        return cls(upload_id, fence, "report_updated_at", saved_at=time.monotonic())
+
+    def update(self, **fields) -> bool:
+        fields[self.touch] = timezone.now()
+        rows = WorkbookUpload.objects.filter(pk=self.upload_id, **self.fence).update(**fields)
+        return bool(rows)
+
+    def save(self, **fields) -> bool:
+        """Update, and tell the upload's page when the run still holds it."""
+        if not self.update(**fields):
+            return False
+        live.upload_changed(self.upload_id)
+        return True
+
+    def progress(self, *, last: bool = False, **fields) -> None:
+        now = time.monotonic()
+        if now - self.saved_at < PROGRESS_EVERY and not last:
+            return
+        self.saved_at = now
+        self.save(**fields)
 
 
 # Parsing run
@@ -141,10 +235,37 @@ def upload_process(*, upload_id: int) -> str | None:
     """Parse, validate and (unless validate only) apply one upload.
 
     Idempotent: a re-run starts from scratch. `attempts` is the fencing
-    token: every write of a run is conditional on it, so a run that was
-    given up on can never overwrite a newer one. Locks are created only at
-    the very end, in one control transaction.
+    token of the run (see `_Run`). Locks are created only at the very end,
+    in one control transaction.
     """
+    upload = _parse_claim(upload_id)
+    if upload is None:
+        return None  # finished already (a duplicate delivery) or deleted
+    run = _Run.parse(upload)
+    live.upload_changed(upload_id)
+
+    # A previous run got as far as control and died before recording it.
+    if tx := _existing_transaction(upload.tx_id):
+        return _parse_finish(run, Status.APPLIED, transaction=tx)
+    if upload.attempts > max_attempts():
+        return _parse_finish(
+            run,
+            Status.FAILED,
+            message=f"The workbook could not be processed after {max_attempts()} attempts. "
+            "Try uploading it again; if it keeps failing, contact support.",
+        )
+    try:
+        batch = _parse(upload, run)
+    except Exception as exc:
+        return _parse_finish(run, *_parse_problem(exc, upload_id=upload_id))
+    results = _batch_results(batch)
+    if upload.validate_only or not batch.valid_rows:
+        return _parse_finish(run, Status.PARSED, **results)
+    return _apply(upload, run, batch, results)
+
+
+def _parse_claim(upload_id: int) -> WorkbookUpload | None:
+    """Take the upload for a new run (the next attempt), or None."""
     now = timezone.now()
     claimed = WorkbookUpload.objects.filter(pk=upload_id, status__in=WorkbookUpload.ACTIVE).update(
         status=Status.PARSING,
@@ -154,55 +275,59 @@ def upload_process(*, upload_id: int) -> str | None:
         rows_done=0,
     )
     if not claimed:
-        return None  # finished already (a duplicate delivery) or deleted
-    upload = WorkbookUpload.objects.select_related("uploader").get(pk=upload_id)
-    run = _Run(upload)
-    live.upload_changed(upload_id)
+        return None
+    return WorkbookUpload.objects.select_related("uploader").get(pk=upload_id)
 
-    # A previous run got as far as control and died before recording it.
-    if tx := _existing_transaction(upload.tx_id):
-        return run.finish(Status.APPLIED, transaction=tx)
-    if upload.attempts > max_attempts():
-        return run.finish(
-            Status.FAILED,
-            message=f"The workbook could not be processed after {max_attempts()} attempts. "
-            "Try uploading it again; if it keeps failing, contact support.",
-        )
-    try:
-        path = upload_path(upload)
-        parsing.check_extension(upload.original_filename)
-        parsing.precheck(path, deep=True)
-        batch = parsing.parse_workbook(
-            path,
-            index=parsing.MachineIndex.for_user(upload.uploader),
-            on_chunk=run.progress,
-            max_messages=STORED_MESSAGES_LIMIT,
-        )
-    except parsing.WorkbookRejected as exc:
-        return run.finish(Status.REJECTED, message=exc.message)
-    except SoftTimeLimitExceeded:
-        return run.finish(
-            Status.FAILED, message="The workbook took too long to process; split it in parts."
-        )
-    except Exception:
-        logger.exception("workbook upload %s failed", upload_id)
-        return run.finish(
-            Status.FAILED,
-            message="The workbook could not be processed because of an error on our side. "
-            "It has been logged; try again later.",
-        )
 
-    results = {
-        "summary": batch.summary | {"header_row": batch.header_row, "sheet": batch.sheet},
+def _parse(upload: WorkbookUpload, run: _Run) -> parsing.ParsedBatch:
+    path = upload_path(upload)
+    precheck.check_extension(upload.original_filename)
+    precheck.precheck(path, deep=True)
+
+    def on_chunk(rows_done: int, rows_total: int | None) -> None:
+        # Saved at chunk boundaries when the run's clock says so, and always at the last.
+        last = rows_total is not None and rows_done >= rows_total
+        total = max(rows_total, rows_done) if rows_total is not None else None
+        run.progress(last=last, rows_done=rows_done, rows_total=total)
+
+    return parsing.parse_workbook(
+        path,
+        index=parsing.MachineIndex.for_user(upload.uploader),
+        on_chunk=on_chunk,
+        max_messages=STORED_MESSAGES_LIMIT,
+    )
+
+
+def _parse_problem(exc: Exception, *, upload_id: int) -> tuple[str, str]:
+    """The status and the message of a parse that did not get through."""
+    if isinstance(exc, precheck.WorkbookRejected):
+        return Status.REJECTED, exc.message
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return Status.FAILED, "The workbook took too long to process; split it in parts."
+    logger.error("workbook upload %s failed", upload_id, exc_info=exc)
+    return (
+        Status.FAILED,
+        "The workbook could not be processed because of an error on our side. "
+        "It has been logged; try again later.",
+    )
+
+
+def _batch_results(batch: parsing.ParsedBatch) -> dict:
+    """The upload's fields for a batch whose rows were all checked."""
+    summary = batch.summary | {"header_row": batch.header_row, "sheet": batch.sheet}
+    summary["complete"] = batch.complete
+    return {
+        "summary": summary,
         "errors": batch.errors,
         "warnings": batch.warnings,
         "changes": batch.valid_rows,
         "rows_total": batch.rows_total,
         "rows_done": batch.rows_total,
     }
-    results["summary"]["complete"] = batch.complete
-    if upload.validate_only or not batch.valid_rows:
-        return run.finish(Status.PARSED, **results)
+
+
+def _apply(upload: WorkbookUpload, run: _Run, batch: parsing.ParsedBatch, results) -> str | None:
+    """Hand the valid rows to control and record how that ended."""
     # Record the transaction id first: a run that dies after control
     # committed is recognised by the next one instead of locking twice.
     if not run.update(tx_id=batch.tx_id, **results):
@@ -211,75 +336,39 @@ def upload_process(*, upload_id: int) -> str | None:
         tx = _control_setpoint_batch_request(upload=upload, batch=batch)
     except (PermissionDenied, ValidationError) as exc:
         messages = exc.messages if isinstance(exc, ValidationError) else [str(exc)]
-        return run.finish(
+        return _parse_finish(
+            run,
             Status.REJECTED,
             tx_id=None,
             message="No setpoint was changed: " + " ".join(messages),
         )
     except Exception:
-        logger.exception("control refused workbook upload %s unexpectedly", upload_id)
+        logger.exception("control refused workbook upload %s unexpectedly", upload.pk)
         if tx := _existing_transaction(batch.tx_id):
-            return run.finish(Status.APPLIED, transaction=tx)
-        return run.finish(
+            return _parse_finish(run, Status.APPLIED, transaction=tx)
+        return _parse_finish(
+            run,
             Status.FAILED,
             tx_id=None,
             message="The setpoints could not be requested because of an error on our side; "
             "nothing was changed. Try again later.",
         )
-    return run.finish(Status.APPLIED, transaction=tx)
+    return _parse_finish(run, Status.APPLIED, transaction=tx)
 
 
-class _ProgressClock:
-    """Says when a run's progress is worth saving: at most every
-    PROGRESS_EVERY seconds. A 500-row chunk parses in ~5 ms; a save and a
-    push per chunk would cost more than the parse."""
-
-    def __init__(self, *, due_at_once: bool):
-        self.saved_at = -math.inf if due_at_once else time.monotonic()
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self.saved_at < PROGRESS_EVERY:
-            return False
-        self.saved_at = now
-        return True
-
-
-class _Run:
-    def __init__(self, upload: WorkbookUpload):
-        self.upload_id = upload.pk
-        self.attempt = upload.attempts
-        # The first chunk is saved at once, so the page shows the total early.
-        self.clock = _ProgressClock(due_at_once=True)
-
-    def update(self, **fields) -> bool:
-        fields["updated_at"] = timezone.now()
-        return bool(
-            WorkbookUpload.objects.filter(
-                pk=self.upload_id, status=Status.PARSING, attempts=self.attempt
-            ).update(**fields)
-        )
-
-    def progress(self, rows_done: int, rows_total: int | None) -> None:
-        """Saved and pushed at chunk boundaries when the clock says so, and
-        always at the last."""
-        last = rows_total is not None and rows_done >= rows_total
-        if not self.clock.due() and not last:
-            return
-        total = max(rows_total, rows_done) if rows_total is not None else None
-        if self.update(rows_done=rows_done, rows_total=total):
-            live.upload_changed(self.upload_id)
-
-    def finish(self, status: str, **fields) -> str | None:
-        reported = status in WorkbookUpload.REPORTED
-        if reported:  # every row was checked: queue its report with the result
-            fields.update(_report_queued_fields(timezone.now()))
-        if self.update(status=status, finished_at=timezone.now(), **fields):
-            live.upload_changed(self.upload_id)
-            if reported:
-                transaction.on_commit(lambda: upload_report_enqueue(upload_id=self.upload_id))
-            return status
+def _parse_finish(run: _Run, status: str, message: str = "", **fields) -> str | None:
+    """End the parse run with `status`; an upload whose every row was
+    checked has its error report queued with the result."""
+    reported = status in WorkbookUpload.REPORTED
+    if reported:
+        fields.update(_report_queued_fields(timezone.now()))
+    if message:
+        fields["message"] = message
+    if not run.save(status=status, finished_at=timezone.now(), **fields):
         return None
+    if reported:
+        transaction.on_commit(lambda: upload_report_enqueue(upload_id=run.upload_id))
+    return status
 
 
 # Error report
@@ -304,21 +393,6 @@ def _report_queued_fields(now) -> dict:
         "report_attempts": 0,
         "report_updated_at": now,
     }
-
-
-def upload_report_enqueue(*, upload_id: int) -> bool:
-    """Hand the report to a worker; as for parsing, a broker that is down
-    leaves it preparing and the sweeper sends it again."""
-    from .tasks import workbook_report_task
-
-    try:
-        workbook_report_task.apply_async(args=[upload_id], retry=False)
-    except Exception:
-        logger.warning(
-            "could not queue the report of upload %s; the sweeper retries", upload_id, exc_info=True
-        )
-        return False
-    return True
 
 
 def upload_report_request(*, upload: WorkbookUpload) -> bool:
@@ -356,8 +430,48 @@ def upload_report_build(*, upload_id: int) -> str | None:
     once, so the next run deletes what a killed one left behind; the file
     is served only once the run has closed it and marked it ready.
     """
-    from . import writers
+    claimed = _report_claim(upload_id)
+    if claimed is None:
+        return None  # ready already (a duplicate delivery), not asked for, or deleted
+    upload, run, target = claimed
+    live.upload_changed(upload_id)
+    if upload.report_attempts > max_attempts():
+        return _report_fail(
+            run,
+            f"The report could not be prepared after {max_attempts()} attempts. "
+            "Try again later; if it keeps failing, contact support.",
+        )
+    try:
+        rows = _report_write(upload, run, target)
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        return _report_fail(run, _report_problem(exc, upload_id=upload_id))
+    if run.save(report_status=ReportStatus.READY, report_rows_done=rows):
+        return ReportStatus.READY
+    target.unlink(missing_ok=True)  # a newer run took over
+    return None
 
+
+def _report_problem(exc: Exception, *, upload_id: int) -> str:
+    """What the upload's page says about a report that failed."""
+    if isinstance(exc, precheck.WorkbookRejected | FileNotFoundError):
+        return (
+            "The report cannot be prepared: the uploaded file is no longer stored or "
+            "can no longer be read. Upload the workbook again for a new report."
+        )
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "The report took too long to prepare; try again later."
+    logger.error("the report of workbook upload %s failed", upload_id, exc_info=exc)
+    return (
+        "The report could not be prepared because of an error on our side. "
+        "It has been logged; try again later."
+    )
+
+
+def _report_claim(upload_id: int) -> tuple[WorkbookUpload, _Run, Path] | None:
+    """Take the report for a new run, with the new file it is to write; the
+    file of the run before (finished or killed) is deleted. None when the
+    report is not preparing."""
     now = timezone.now()
     run_id = uuid.uuid4()
     relative = f"reports/{now:%Y/%m}/{uuid.uuid4().hex}.xlsx"
@@ -374,74 +488,29 @@ def upload_report_build(*, upload_id: int) -> str | None:
         report_updated_at=now,
     )
     if not claimed:
-        return None  # ready already (a duplicate delivery), not asked for, or deleted
+        return None
     if previous:
         (uploads_dir() / previous).unlink(missing_ok=True)
     upload = WorkbookUpload.objects.select_related("uploader").get(pk=upload_id)
-    run = _ReportRun(upload_id, run_id)
-    live.upload_changed(upload_id)
-    target = uploads_dir() / relative
-    if upload.report_attempts > max_attempts():
-        return run.fail(
-            f"The report could not be prepared after {max_attempts()} attempts. "
-            "Try again later; if it keeps failing, contact support."
+    return upload, _Run.report(upload_id, run_id), uploads_dir() / relative
+
+
+def _report_write(upload: WorkbookUpload, run: _Run, target: Path) -> int:
+    from . import writers
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Created private (0600, like the upload) before a byte is written.
+    target.touch(mode=0o600, exist_ok=False)
+    with open(target, "wb") as out:
+        return writers.error_report_write(
+            path=upload_path(upload),
+            index=parsing.MachineIndex.for_user(upload.uploader),
+            target=out,
+            on_progress=lambda rows_done: run.progress(report_rows_done=rows_done),
         )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Created private (0600, like the upload) before a byte is written.
-        target.touch(mode=0o600, exist_ok=False)
-        with open(target, "wb") as out:
-            rows = writers.error_report_write(
-                path=upload_path(upload),
-                index=parsing.MachineIndex.for_user(upload.uploader),
-                target=out,
-                on_progress=run.progress,
-            )
-    except (parsing.WorkbookRejected, FileNotFoundError):
-        target.unlink(missing_ok=True)
-        return run.fail(
-            "The report cannot be prepared: the uploaded file is no longer stored or "
-            "can no longer be read. Upload the workbook again for a new report."
-        )
-    except SoftTimeLimitExceeded:
-        target.unlink(missing_ok=True)
-        return run.fail("The report took too long to prepare; try again later.")
-    except Exception:
-        logger.exception("the report of workbook upload %s failed", upload_id)
-        target.unlink(missing_ok=True)
-        return run.fail(
-            "The report could not be prepared because of an error on our side. "
-            "It has been logged; try again later."
-        )
-    if run.update(report_status=ReportStatus.READY, report_rows_done=rows):
-        live.upload_changed(upload_id)
-        return ReportStatus.READY
-    target.unlink(missing_ok=True)  # a newer run took over
+
+
+def _report_fail(run: _Run, message: str) -> str | None:
+    if run.save(report_status=ReportStatus.FAILED, report_message=message, report_path=""):
+        return ReportStatus.FAILED
     return None
-
-
-class _ReportRun:
-    def __init__(self, upload_id: int, run_id: uuid.UUID):
-        self.upload_id = upload_id
-        self.run_id = run_id
-        self.clock = _ProgressClock(due_at_once=False)
-
-    def update(self, **fields) -> bool:
-        fields["report_updated_at"] = timezone.now()
-        return bool(
-            WorkbookUpload.objects.filter(
-                pk=self.upload_id, report_status=ReportStatus.PREPARING, report_run=self.run_id
-            ).update(**fields)
-        )
-
-    def progress(self, rows_done: int) -> None:
-        if not self.clock.due():
-            return
-        if self.update(report_rows_done=rows_done):
-            live.upload_changed(self.upload_id)
-
-    def fail(self, message: str) -> str | None:
-        if self.update(report_status=ReportStatus.FAILED, report_message=message, report_path=""):
-            live.upload_changed(self.upload_id)
-            return ReportStatus.FAILED
-        return None

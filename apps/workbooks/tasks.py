@@ -1,6 +1,7 @@
 """Thin Celery wrappers around the workbook services."""
 
 from celery import shared_task
+from django.conf import settings
 
 from . import services
 
@@ -9,8 +10,8 @@ from . import services
     acks_late=True,
     # A worker killed mid-parse gives the message back; the run is idempotent.
     reject_on_worker_lost=True,
-    time_limit=300,
-    soft_time_limit=240,
+    time_limit=settings.WORKBOOK_TASK_TIME_LIMIT,
+    soft_time_limit=settings.WORKBOOK_TASK_SOFT_TIME_LIMIT,
     ignore_result=True,
 )
 def workbook_parse_task(upload_id: int) -> None:
@@ -21,10 +22,9 @@ def workbook_parse_task(upload_id: int) -> None:
     acks_late=True,
     # A worker killed mid-write gives the message back; a re-run starts over.
     reject_on_worker_lost=True,
-    # The largest accepted sheet's report takes seconds; past this something
-    # is wrong, and the upload shows the report failed (it can be asked again).
-    time_limit=300,
-    soft_time_limit=240,
+    # Past the soft limit the upload shows the report failed (it can be asked again).
+    time_limit=settings.WORKBOOK_TASK_TIME_LIMIT,
+    soft_time_limit=settings.WORKBOOK_TASK_SOFT_TIME_LIMIT,
     ignore_result=True,
 )
 def workbook_report_task(upload_id: int) -> None:

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
@@ -5,7 +6,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
 
-from . import parsing, selectors, services, writers
+from apps.audit.client import client_address
+
+from . import selectors, services, writers
 from .forms import WorkbookUploadForm, size_limit_message
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -23,7 +26,7 @@ def _upload_page(request, form, status=200, too_big=""):
     context = {
         "form": form,
         "uploads": uploads,
-        "max_mb": parsing.max_upload_bytes() / 2**20,
+        "max_mb": settings.WORKBOOK_MAX_UPLOAD_BYTES / 2**20,
         "too_big": too_big,
     }
     return render(request, "workbooks/upload.html", context, status=status)
@@ -40,7 +43,7 @@ def upload(request):
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        limit = parsing.max_upload_bytes()
+        limit = settings.WORKBOOK_MAX_UPLOAD_BYTES
         if length > limit + MULTIPART_OVERHEAD:
             return _upload_page(
                 request, WorkbookUploadForm(), status=413, too_big=size_limit_message(limit)
@@ -57,7 +60,7 @@ def _upload(request):
                 uploader=request.user,
                 file=form.cleaned_data["file"],
                 validate_only=form.cleaned_data["validate_only"],
-                host=request.META.get("REMOTE_ADDR", ""),
+                host=client_address(request),
             )
             return redirect("workbooks:upload-detail", pk=new.pk)
         return _upload_page(request, form, status=400)

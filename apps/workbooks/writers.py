@@ -16,6 +16,8 @@ from openpyxl.cell import Cell, WriteOnlyCell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet.datavalidation import DataValidation
 
+from apps.plant.models import Machine
+from apps.plant.validators import TARGET_SPEED_MAX, TARGET_SPEED_MIN
 from fleetops.xlsx import FORMULA_PREFIXES, is_plain_text, text_cell
 
 from . import parsing
@@ -99,24 +101,26 @@ def template_workbook(*, machines) -> bytes:
         text_cell(ws.cell(row=row, column=4), machine.name)
         text_cell(ws.cell(row=row, column=5), f"line:{machine.line.code}")
     last = count + 1 + TEMPLATE_ROWS
+    # The drop-down and the instructions offer what the row rules accept.
+    modes = ", ".join(Machine.Mode.values)
 
     speed = DataValidation(
         type="whole",
         operator="between",
-        formula1=str(parsing.TARGET_SPEED_MIN),
-        formula2=str(parsing.TARGET_SPEED_MAX),
+        formula1=str(TARGET_SPEED_MIN),
+        formula2=str(TARGET_SPEED_MAX),
         allow_blank=True,
         showErrorMessage=True,
         errorTitle="Target Speed",
-        error=f"A whole number from {parsing.TARGET_SPEED_MIN} to {parsing.TARGET_SPEED_MAX}.",
+        error=f"A whole number from {TARGET_SPEED_MIN} to {TARGET_SPEED_MAX}.",
     )
     mode = DataValidation(
         type="list",
-        formula1='"' + ",".join(parsing.MODES) + '"',
+        formula1='"' + ",".join(Machine.Mode.values) + '"',
         allow_blank=True,
         showErrorMessage=True,
         errorTitle="Mode",
-        error="One of " + ", ".join(parsing.MODES) + ", or empty.",
+        error=f"One of {modes}, or empty.",
     )
     ws.add_data_validation(speed)
     ws.add_data_validation(mode)
@@ -133,10 +137,9 @@ def template_workbook(*, machines) -> bytes:
         "1. Fill in the Setpoints sheet: one row per machine.",
         "2. Machine ID (required): the machine code, e.g. m:401. Only machines of lines "
         "you operate are accepted.",
-        f"3. Target Speed (required): a whole number from {parsing.TARGET_SPEED_MIN} "
-        f"to {parsing.TARGET_SPEED_MAX}.",
-        "4. Mode (optional): " + ", ".join(parsing.MODES) + "; leave empty to keep the "
-        "current mode.",
+        f"3. Target Speed (required): a whole number from {TARGET_SPEED_MIN} "
+        f"to {TARGET_SPEED_MAX}.",
+        f"4. Mode (optional): {modes}; leave empty to keep the current mode.",
         "5. Machine name and Line are for reference and are ignored on upload.",
         "6. Keep the header row. A machine listed twice: the last row is used.",
         "7. Save as Excel Workbook (.xlsx) and upload it on the Workbooks page. "

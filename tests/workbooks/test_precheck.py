@@ -7,7 +7,7 @@ import pytest
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.workbooks.parsing import OLE2_MAGIC, WorkbookRejected, check_extension, precheck
+from apps.workbooks.precheck import OLE2_MAGIC, WorkbookRejected, check_extension, precheck
 
 
 def rejected(path, deep=True) -> WorkbookRejected:

@@ -144,13 +144,14 @@ def test_a_report_fails_clearly_when_the_uploaded_file_is_gone(parsed, settings)
 def test_it_saves_report_progress_while_writing(parsed, monkeypatch):
     monkeypatch.setattr(services, "PROGRESS_EVERY", 0)
     seen = []
-    original = services._ReportRun.progress
+    original = services._Run.progress
 
-    def spy(self, rows_done):
-        original(self, rows_done)
-        seen.append(WorkbookUpload.objects.values_list("report_rows_done", flat=True).get())
+    def spy(self, **fields):
+        original(self, **fields)
+        if "report_rows_done" in fields:
+            seen.append(WorkbookUpload.objects.values_list("report_rows_done", flat=True).get())
 
-    monkeypatch.setattr(services._ReportRun, "progress", spy)
+    monkeypatch.setattr(services._Run, "progress", spy)
     upload = parsed([[f"m:40{1 + n % 4}", n % 3000] for n in range(2500)], validate_only=True)
     assert seen == [1000, 2000]
     assert upload.report_status == "ready" and upload.report_rows_done == 2500
@@ -158,13 +159,14 @@ def test_it_saves_report_progress_while_writing(parsed, monkeypatch):
 
 def test_it_throttles_report_progress_saves(parsed, monkeypatch):
     saved = []
-    original = services._ReportRun.update
+    original = services._Run.update
 
     def spy(self, **fields):
-        saved.append(fields)
+        if self.touch == "report_updated_at":  # the report's run, not the parse's
+            saved.append(fields)
         return original(self, **fields)
 
-    monkeypatch.setattr(services._ReportRun, "update", spy)
+    monkeypatch.setattr(services._Run, "update", spy)
     monkeypatch.setattr(services, "PROGRESS_EVERY", 3600)
     upload = parsed([[f"m:40{1 + n % 4}", n % 3000] for n in range(2500)], validate_only=True)
     assert upload.report_status == "ready" and upload.report_rows_done == 2500

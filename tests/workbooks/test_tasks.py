@@ -122,9 +122,9 @@ def test_it_links_the_transaction_a_dead_run_created_instead_of_locking_twice(
 def test_a_stale_run_cannot_overwrite_a_newer_one(new_upload):
     upload = new_upload()
     WorkbookUpload.objects.filter(pk=upload.pk).update(status="parsing", attempts=1)
-    stale = services._Run(refresh(upload))
+    stale = services._Run.parse(refresh(upload))
     WorkbookUpload.objects.filter(pk=upload.pk).update(attempts=2)
-    assert stale.finish("failed", message="late") is None
+    assert services._parse_finish(stale, "failed", message="late") is None
     assert refresh(upload).status == "parsing"
 
 
@@ -174,8 +174,8 @@ def saved_progress(new_upload, monkeypatch, rows=1100) -> list[int]:
     seen = []
     original = services._Run.progress
 
-    def spy(self, done, total):
-        original(self, done, total)
+    def spy(self, **fields):
+        original(self, **fields)
         seen.append(WorkbookUpload.objects.values_list("rows_done", flat=True).get())
 
     monkeypatch.setattr(services._Run, "progress", spy)

@@ -1,5 +1,6 @@
 """The upload page, the detail page and the downloads."""
 
+import hashlib
 import io
 import zipfile
 
@@ -7,10 +8,12 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from apps.audit.models import AuditEvent
 from apps.control.models import ControlTransaction, PendingLock
 from apps.workbooks import services, writers
 from apps.workbooks.models import WorkbookUpload
-from apps.workbooks.parsing import OLE2_MAGIC, MachineIndex
+from apps.workbooks.parsing import MachineIndex
+from apps.workbooks.precheck import OLE2_MAGIC
 
 from .conftest import as_upload
 
@@ -103,9 +106,47 @@ def test_it_stores_the_file_outside_the_web_root_under_a_generated_name(
     assert stored.is_file() and "evil" not in stored.name
     assert upload.original_filename == "evil name.xlsx"
     assert str(settings.MEDIA_ROOT) not in str(stored)
-    import hashlib
-
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == upload.sha256
+
+
+def test_it_audits_who_uploaded_which_file_from_the_client_address(
+    client_for, operator1, xlsx, settings, django_capture_on_commit_callbacks
+):
+    # Behind the proxy: REMOTE_ADDR is the proxy, the header's last entry the client.
+    settings.CLIENT_ADDRESS_HEADER = "X-Forwarded-For"
+    path = xlsx([["m:401", 1500]])
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(operator1).post(
+            URL,
+            {"file": as_upload(path, "line 01 setpoints.xlsx"), "validate_only": "on"},
+            HTTP_X_FORWARDED_FOR="198.51.100.66, 203.0.113.9",
+            REMOTE_ADDR="10.0.0.2",
+        )
+    upload = WorkbookUpload.objects.get()
+    assert upload.host == "203.0.113.9"
+    events = AuditEvent.objects.filter(action="workbook_upload").order_by("id")
+    assert [(e.field, e.new_value) for e in events] == [
+        (f"upload:{upload.pk}.filename", "line 01 setpoints.xlsx"),
+        (f"upload:{upload.pk}.size", str(path.stat().st_size)),
+        (f"upload:{upload.pk}.sha256", hashlib.sha256(path.read_bytes()).hexdigest()),
+    ]
+    assert {(e.actor_id, e.actor_label, e.host) for e in events} == {
+        (operator1.pk, operator1.username, "203.0.113.9")
+    }
+
+
+def test_an_upload_whose_audit_fails_is_neither_recorded_nor_stored(
+    operator1, xlsx, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    def audit_down(events):
+        raise RuntimeError("audit chain unavailable")
+
+    monkeypatch.setattr(services, "audit_record_many", audit_down)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError):
+            services.upload_create(uploader=operator1, file=as_upload(xlsx([["m:401", 1]])))
+    assert not WorkbookUpload.objects.exists() and callbacks == []
+    assert not any(p.is_file() for p in settings.WORKBOOK_UPLOAD_DIR.rglob("*"))
 
 
 def test_it_validates_only_without_creating_locks(
