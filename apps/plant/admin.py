@@ -222,7 +222,7 @@ class GatewayAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected gateways' tokens")
     def revoke(self, request, queryset):
         for gateway in queryset.filter(revoked_at__isnull=True):
-            services.gateway_revoke(gateway=gateway, actor=request.user)
+            services.gateway_revoke(gateway=gateway, **_who(request))
         self.message_user(request, "Revoked.")
 
 

@@ -8,6 +8,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.live import push
 
+from .changes import gateway_machines_set, gateway_save
 from .models import Gateway, Line, LineMembership, Machine, MachineStatus, Sensor
 
 DEFAULT_STATUSES = [
@@ -81,28 +82,28 @@ def machine_set_maintenance_lock(
     return changed
 
 
-def gateway_issue(*, name: str, machines, actor=None) -> tuple[Gateway, str]:
+def gateway_issue(*, name: str, machines, actor=None, host: str = "") -> tuple[Gateway, str]:
     """Create a gateway credential; the token is returned once and never stored."""
     with transaction.atomic():
         gateway = Gateway(name=name)
-        token = gateway.set_new_token()
         gateway.full_clean(exclude=["token_hash", "token_hint"])
-        gateway.save()
-        gateway.machines.set(machines)
-        audit_record(
-            action="gateway_issue",
-            actor=actor,
-            new_value=f"{name}: {', '.join(sorted(m.code for m in machines))}",
-        )
+        token = gateway_save(gateway=gateway, actor=actor, host=host)
+        gateway_machines_set(gateway=gateway, machines=machines, actor=actor, host=host)
     return gateway, token
 
 
-def gateway_revoke(*, gateway: Gateway, actor=None) -> None:
+def gateway_revoke(*, gateway: Gateway, actor=None, host: str = "") -> None:
     with transaction.atomic():
         if Gateway.objects.filter(pk=gateway.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         ):
-            audit_record(action="gateway_revoke", actor=actor, old_value=gateway.name)
+            audit_record(
+                action="gateway_revoke",
+                actor=actor,
+                host=host,
+                field="gateway",
+                old_value=gateway.name,
+            )
     gateway.refresh_from_db()
 
 
