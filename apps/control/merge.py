@@ -18,11 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .models import PendingLock
+
 LOCK_TTL = timedelta(seconds=10)
 FLASH = timedelta(seconds=3)
-FIELDS = ("target_speed", "mode")
-ACTIVE = ("inflight", "confirmed")
-FAILED = ("failed", "expired")
+FIELDS = tuple(PendingLock.Field.values)
+ACTIVE = PendingLock.ACTIVE
+FAILED = (PendingLock.State.FAILED, PendingLock.State.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ def merge(
                 continue
             if lock.superseded_other:
                 style = "conflict"
-            elif lock.state == "confirmed":
+            elif lock.state == PendingLock.State.CONFIRMED:
                 style = "confirmed"
             else:
                 style = "optimistic"

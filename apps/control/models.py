@@ -9,9 +9,6 @@ from django.db.models import Q
 
 from apps.plant.models import Machine
 
-TARGET_SPEED_MIN, TARGET_SPEED_MAX = 0, 3000
-MODES = ("RUN", "IDLE", "MAINTENANCE")
-
 
 class ControlTransaction(models.Model):
     class Source(models.TextChoices):
@@ -79,6 +76,7 @@ class PendingLock(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["machine", "field"],
+                # PendingLock.ACTIVE, which Meta cannot name from here.
                 condition=Q(state__in=["inflight", "confirmed"]),
                 name="one_active_lock_per_machine_field",
             )

@@ -44,7 +44,7 @@ def test_a_request_creates_an_inflight_transaction_audits_and_dispatches_after_c
     operator1, m401, gateway, django_capture_on_commit_callbacks, monkeypatch
 ):
     sent = []
-    monkeypatch.setattr(services, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
+    monkeypatch.setattr(services.dispatch, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
     with django_capture_on_commit_callbacks(execute=True):
         tx = request(operator1, m401, target_speed="1500", mode="IDLE")
     assert tx.status == "inflight" and tx.source == "form" and tx.actor == operator1
@@ -65,7 +65,7 @@ def test_a_request_creates_an_inflight_transaction_audits_and_dispatches_after_c
 
 def test_a_rolled_back_request_dispatches_nothing(operator1, m401, monkeypatch):
     sent = []
-    monkeypatch.setattr(services, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
+    monkeypatch.setattr(services.dispatch, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
     with pytest.raises(RuntimeError), transaction.atomic():
         request(operator1, m401, target_speed=1200)
         raise RuntimeError("the surrounding work failed")
@@ -179,7 +179,7 @@ def test_an_emergency_stop_fails_pending_locks_and_shows_the_truth_at_once(
 ):
     """The seed's E-Stop bypass scenario."""
     sent = []
-    monkeypatch.setattr(services, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
+    monkeypatch.setattr(services.dispatch, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
     with django_capture_on_commit_callbacks(execute=True):
         tx = request(operator1, m401, target_speed=2900)
     estopped = report("m:401", status_id="EMERGENCY_STOP")
@@ -214,7 +214,7 @@ def test_an_operator_of_line_01_cannot_set_line_03_and_the_denial_is_audited(
     operator1, plant, monkeypatch
 ):
     sent = []
-    monkeypatch.setattr(services, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
+    monkeypatch.setattr(services.dispatch, "commands_dispatch", lambda *, tx_id: sent.append(tx_id))
     with pytest.raises(PermissionDenied, match="line 03"):
         request(operator1, plant.machines["m:601"], target_speed=1500)
     assert not ControlTransaction.objects.exists() and sent == []
@@ -232,8 +232,12 @@ def test_an_operator_of_line_01_cannot_set_line_03_and_the_denial_is_audited(
         ({"target_speed": 3001}, "from 0 to 3000"),
         ({"target_speed": -1}, "from 0 to 3000"),
         ({"target_speed": "fast"}, "must be a number"),
-        ({"target_speed": True}, "number from 0 to 3000"),
-        ({"target_speed": "nan"}, "from 0 to 3000"),
+        ({"target_speed": True}, "Target speed must be a number, not 'True'"),
+        ({"target_speed": "nan"}, "Target speed must be a number, not 'nan'"),
+        ({"target_speed": ""}, "Target speed is empty"),
+        ({"target_speed": 1500.5}, "Target speed must be a whole number, not 1500.5"),
+        ({"target_speed": "1500.5"}, "Target speed must be a whole number, not 1500.5"),
+        ({"target_speed": "1e3"}, "digits 0–9 only"),
         ({"mode": "TURBO"}, "Mode must be one of"),
         ({"status": "RUNNING"}, "cannot be set"),
         ({}, "No setpoint given"),
@@ -243,6 +247,21 @@ def test_out_of_range_and_wrong_type_values_are_refused(operator1, m401, changes
     with pytest.raises(ValidationError, match=message):
         services.setpoint_request(actor=operator1, machine=m401, changes=changes)
     assert not ControlTransaction.objects.exists() and not PendingLock.objects.exists()
+
+
+@pytest.mark.parametrize("written", [1500.0, "1500.0", " 1500 "])
+def test_a_whole_target_speed_written_as_a_decimal_or_text_is_locked_as_an_integer(
+    operator1, m401, gateway, written
+):
+    tx = request(operator1, m401, target_speed=written)
+    assert tx.locks.get().value == "1500"
+    [command] = services.commands_pending_for_gateway(gateway=gateway)
+    assert command["set"] == {"target_speed": 1500}
+
+
+def test_a_mode_is_read_as_the_machine_mode_whatever_its_case(operator1, m401):
+    tx = request(operator1, m401, mode=" idle")
+    assert tx.locks.get().value == "IDLE"
 
 
 def test_a_viewer_cannot_set_anything(viewer, m401):
