@@ -116,8 +116,8 @@ def _event_values(
         # A field named after its subject (`temp_01.high_alert`, `alice.role`)
         # can outgrow the column; the change it records must not fail for it.
         "field": field[:64],
-        "old_value": _audit_text(old_value),
-        "new_value": _audit_text(new_value),
+        "old_value": audit_text(old_value),
+        "new_value": audit_text(new_value),
         "tx_id": tx_id,
         "outcome": outcome,
         "reason": reason,
@@ -128,7 +128,7 @@ def _event_values(
     return values
 
 
-def _audit_text(value) -> str:
+def audit_text(value) -> str:
     """A value as the audit writes it: numbers as numbers (an integral float
     is written 1500, not 1500.0), None as empty."""
     if value is None:
@@ -187,7 +187,7 @@ def audit_record_changes(
                 "new_value": after.get(name),
             }
             for name in after
-            if _audit_text(before.get(name)) != _audit_text(after.get(name))
+            if audit_text(before.get(name)) != audit_text(after.get(name))
         ]
     )
 

@@ -11,11 +11,6 @@ def toasts(monkeypatch):
     monkeypatch.setattr(
         push, "toast_to_user", lambda *, user_id, html: sent.append((user_id, html))
     )
-    from apps.control import services
-
-    monkeypatch.setattr(
-        services, "toast_to_user", lambda *, user_id, html: sent.append((user_id, html))
-    )
     return sent
 
 

@@ -49,14 +49,12 @@ def test_a_request_creates_an_inflight_transaction_audits_and_dispatches_after_c
         tx = request(operator1, m401, target_speed="1500", mode="IDLE")
     assert tx.status == "inflight" and tx.source == "form" and tx.actor == operator1
     locks = {lock.field: lock for lock in tx.locks.all()}
-    assert (
-        locks["target_speed"].value == "1500" and locks["target_speed"].previous_value == "1000.0"
-    )
+    assert locks["target_speed"].value == "1500" and locks["target_speed"].previous_value == "1000"
     assert locks["mode"].value == "IDLE" and locks["mode"].state == S.INFLIGHT
     assert sent == [tx.tx_id]
     events = AuditEvent.objects.filter(tx_id=tx.tx_id, action="setpoint_request")
     assert {(e.field, e.old_value, e.new_value, e.actor_label, e.host) for e in events} == {
-        ("target_speed", "1000.0", "1500", "operator1", "test"),
+        ("target_speed", "1000", "1500", "operator1", "test"),
         ("mode", "RUN", "IDLE", "operator1", "test"),
     }
     assert shown(m401)["target_speed"].style == "optimistic"

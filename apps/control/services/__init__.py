@@ -18,9 +18,6 @@ live layer (and toasts to the actor):
 - `notices`: the toasts.
 """
 
-# Not used here: tests/control/conftest.py patches it on this package.
-from apps.live.push import toast_to_user  # noqa: F401
-
 from .dispatch import (
     command_answer,
     command_payloads,

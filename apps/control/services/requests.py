@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
-from apps.audit.services import audit_record_many
+from apps.audit.services import audit_record_many, audit_text
 from apps.live import push
 from apps.plant import validators
 from apps.plant.models import Machine
@@ -115,8 +115,9 @@ def _machines_known(codes: list[str]) -> list[Machine]:
 
 
 def _refuse(*, actor, host: str, machines, fields: Changes, reason, error: Exception) -> NoReturn:
-    """Audit a denied request on each machine, then raise `error`: every
-    refusal is on record. `reason(machine)` says why for that machine."""
+    """Audit a denied request on each machine, one event per field asked
+    for, then raise `error`: every refusal is on record. `reason(machine)`
+    says why for that machine."""
     audit_record_many(
         [
             {
@@ -124,12 +125,14 @@ def _refuse(*, actor, host: str, machines, fields: Changes, reason, error: Excep
                 "actor": actor,
                 "host": host,
                 "machine": m,
-                "field": ",".join(fields[m.code]),
-                "new_value": _describe(fields[m.code]),
+                "field": name,
+                "new_value": value,
                 "outcome": Outcome.DENIED,
                 "reason": reason(m),
             }
             for m in machines
+            # A request naming no field is still a refused request.
+            for name, value in (fields[m.code] or {"": ""}).items()
         ]
     )
     raise error
@@ -168,10 +171,6 @@ def _refuse_in_safety_state(*, actor, host: str, machines, cleaned: Changes, cri
 def _refused_in_safety_state(machines) -> ValidationError:
     names = ", ".join(f"{m.code} is in {m.display_status}" for m in machines)
     return ValidationError(f"{names}: setpoints are refused until it leaves that state.")
-
-
-def _describe(fields: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in fields.items())
 
 
 # Request
@@ -303,8 +302,8 @@ def _locks_insert(
     for m in machines:
         for field, value in cleaned[m.code].items():
             reported = field_reported(m, field)
-            previous = "" if reported is None else str(reported)
-            new_locks.append(_NewLock(m, field, str(value), previous))
+            # Written the audit's way: a reported 1000.0 rpm is "1000".
+            new_locks.append(_NewLock(m, field, audit_text(value), audit_text(reported)))
     # A workbook locks thousands of fields: plain rows, not ORM saves.
     rows_insert(
         PendingLock,
