@@ -72,7 +72,7 @@ test-services: services
 		$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(BENCH_STAMP) services
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m bench --json var/bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

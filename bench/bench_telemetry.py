@@ -40,7 +40,7 @@ from bench._support import (
     percentile,
     services_require,
 )
-from bench.report import Row
+from bench.report import Row, at_least, at_least_times, below
 
 FRAME_TYPES = ["int8", "timestamptz", "timestamptz", "varchar", "float8", "float8", "varchar"]
 COPY_TABLE = "bench_copy_frames"
@@ -244,7 +244,7 @@ def _ingest_vs_copy(sizes: Sizes, plant: Plant) -> tuple[float, list[Row]]:
             "readings/s",
             "binary COPY of the same rows into a plain table",
             copy_rate,
-            ">= 0.25x COPY",
+            at_least_times(0.25, copy_rate, "COPY"),
         )
     ]
 
@@ -339,7 +339,7 @@ def _http_ingest(sizes: Sizes, plant: Plant, copy_rate: float) -> list[Row]:
             "readings/s",
             "binary COPY (above)",
             copy_rate,
-            ">= 100,000 readings/s",
+            at_least(100_000),
         )
     ]
 
@@ -472,7 +472,7 @@ def _chart_query(sizes: Sizes, plant: Plant) -> list[Row]:
             "ms",
             "raw SQL fetch readings->>'temp' p50",
             percentile(raw_ms, 50),
-            "< 50 ms",
+            below(50),
             higher_is_better=False,
         ),
         Row(
@@ -481,7 +481,7 @@ def _chart_query(sizes: Sizes, plant: Plant) -> list[Row]:
             "ms",
             "raw SQL fetch p99",
             percentile(raw_ms, 99),
-            "< 50 ms",
+            below(50),
             higher_is_better=False,
         ),
     ]
@@ -546,7 +546,7 @@ def _latest_memory(sizes: Sizes, plant: Plant) -> list[Row]:
             "MB",
             "raw float64 values",
             raw_bytes / mb,
-            "< 100 MB",
+            below(100),
             higher_is_better=False,
         ),
         Row(
@@ -555,7 +555,7 @@ def _latest_memory(sizes: Sizes, plant: Plant) -> list[Row]:
             "MB",
             "raw float64 values",
             raw_bytes / mb,
-            "< 100 MB",
+            below(100),
             higher_is_better=False,
         ),
         Row(
@@ -566,7 +566,7 @@ def _latest_memory(sizes: Sizes, plant: Plant) -> list[Row]:
             "MB",
             "raw float64 values of the line",
             line_raw / mb,
-            "< 100 MB",
+            below(100),
             higher_is_better=False,
         ),
     ]

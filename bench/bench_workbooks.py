@@ -49,7 +49,7 @@ from bench._workbook_fixtures import (
     rss_mb,
     setpoint_workbook_write,
 )
-from bench.report import Row
+from bench.report import Row, at_least_times, below
 
 IMPORT_EXPORT_TABLE = "bench_workbook_rows"
 
@@ -101,7 +101,7 @@ def run() -> list[Row]:
                     "MB",
                     "same, openpyxl reader (before)",
                     parse_old["peak_mb"],
-                    "< 200 MB",
+                    below(200),
                     higher_is_better=False,
                 ),
             ]
@@ -112,7 +112,7 @@ def run() -> list[Row]:
 
 def _rows_for(size: int, floor: dict, bare: dict, e2e: dict) -> list[Row]:
     floor_rate = size / floor["seconds"]
-    target = {10_000: "< 1 s", 100_000: "< 5 s"}.get(size, "")
+    target = {10_000: below(1), 100_000: below(5)}.get(size)
     return [
         Row(
             f"e2e upload -> locks, {size:,} rows (reader: {e2e['engine']})",
@@ -120,7 +120,7 @@ def _rows_for(size: int, floor: dict, bare: dict, e2e: dict) -> list[Row]:
             "rows/s",
             "calamine floor",
             floor_rate,
-            ">= 0.1x floor",
+            at_least_times(0.1, floor_rate, "floor"),
         ),
         Row(
             f"e2e upload -> locks, {size:,} rows",
@@ -137,7 +137,7 @@ def _rows_for(size: int, floor: dict, bare: dict, e2e: dict) -> list[Row]:
             "MB",
             "calamine floor",
             floor["peak_mb"],
-            "< 200 MB",
+            below(200),
             higher_is_better=False,
         ),
         Row(
@@ -175,7 +175,7 @@ def _import_export_rows(size: int, baseline: dict, e2e: dict) -> list[Row]:
             "rows/s",
             "django-import-export",
             baseline_rate,
-            ">= 30x",
+            at_least_times(30, baseline_rate, "django-import-export"),
         ),
     ]
 
@@ -327,7 +327,7 @@ def _parse(path: str, *, force_openpyxl: bool) -> tuple[float, int, str]:
 
     from django.contrib.auth import get_user_model
 
-    from apps.workbooks import parsing, readers
+    from apps.workbooks import parsing, precheck, readers
     from apps.workbooks.models import STORED_MESSAGES_LIMIT
 
     if force_openpyxl:
@@ -336,7 +336,7 @@ def _parse(path: str, *, force_openpyxl: bool) -> tuple[float, int, str]:
         engine = sheet.engine
     admin = get_user_model().objects.get(username="admin")
     t0 = time.perf_counter()
-    parsing.precheck(Path(path), deep=True)
+    precheck.precheck(Path(path), deep=True)
     batch = parsing.parse_workbook(
         Path(path),
         index=parsing.MachineIndex.for_user(admin),

@@ -6,7 +6,10 @@ placeholder (`_split_query`, client-side binding); a control transaction
 over a thousand machines sent five lists of 1000-2000 ids, some 30 ms of
 Python each under the profiler on this machine. PostgreSQL plans `IN (...)` as `= ANY(ARRAY[...])`
 anyway, so the plan is the same. Django ticket #37211 proposes this for
-`__in` itself; until then, use it where a list can hold thousands.
+`__in` itself (not in Django 6.1); until it lands, use this where a list can hold
+thousands. It is built on the public lookup API only: a `Lookup`
+registered on fields, which hands anything but a PostgreSQL list of
+values to the field's own `in` lookup.
 
 `bulk_create` of a few thousand rows spends most of its time building one
 huge parameterised INSERT (a placeholder and an adapted parameter per cell)
@@ -19,43 +22,63 @@ needs the new rows' ids.
 
 from collections.abc import Iterable, Sequence
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
-from django.db.models.expressions import ColPairs
-from django.db.models.fields.related import ForeignObject
-from django.db.models.fields.related_lookups import RelatedIn
-from django.db.models.lookups import In
-
-
-class _BoundAsArray:
-    """`= ANY(%s::type[])` on PostgreSQL, a plain `IN` elsewhere (and for
-    subqueries and multi-column keys)."""
-
-    lookup_name = "in_array"
-
-    def as_postgresql(self, compiler, connection):
-        if not self.rhs_is_direct_value() or isinstance(self.lhs, ColPairs):
-            return self.as_sql(compiler, connection)
-        lhs, lhs_params = self.process_lhs(compiler, connection)
-        # In's own preparation of the values: None dropped, duplicates
-        # removed, each value as the field stores it; an empty list raises
-        # EmptyResultSet as `__in` does.
-        _placeholders, values = self.process_rhs(compiler, connection)
-        # The type without its length or precision: a cast to varchar(16)[]
-        # would cut a longer value down until it matched a shorter one.
-        array_type = self.lhs.output_field.cast_db_type(connection).split("(")[0]
-        return f"{lhs} = ANY(%s::{array_type}[])", (*lhs_params, list(values))
 
 
 @models.Field.register_lookup
-class InArray(_BoundAsArray, In):
-    pass
+class InArray(models.Lookup):
+    """`= ANY(%s::type[])` with the values as one parameter on PostgreSQL;
+    elsewhere, and for subqueries and multi-column keys, exactly what
+    `__in` compiles to."""
+
+    lookup_name = "in_array"
+    # The values are prepared one by one in as_sql, not as a whole.
+    prepare_rhs = False
+
+    def get_prep_lookup(self):
+        if hasattr(self.rhs, "resolve_expression"):
+            return self.rhs
+        return list(self.rhs)  # read a generator once, for either path
+
+    def as_sql(self, compiler, connection):
+        field = self.lhs.output_field
+        db_type = field.db_type(connection)
+        if (
+            connection.vendor != "postgresql"
+            or hasattr(self.rhs, "resolve_expression")
+            or isinstance(field, models.CompositePrimaryKey)
+            or db_type is None
+        ):
+            return compiler.compile(field.get_lookup("in")(self.lhs, self.rhs))
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        values = _values_as_stored(field, self.rhs, connection)
+        if not values:
+            raise EmptyResultSet  # as `__in` does: matches nothing, excludes nothing
+        # The type without its length or precision: a cast to varchar(16)[]
+        # would cut a longer value down until it matched a shorter one.
+        array_type = db_type.split("(")[0]
+        return f"{lhs} = ANY(%s::{array_type}[])", (*lhs_params, values)
 
 
-# Foreign keys look their lookups up apart from other fields; this one
-# takes ids or model instances, as `machine__in` does.
-@ForeignObject.register_lookup
-class RelatedInArray(_BoundAsArray, RelatedIn):
-    pass
+# Foreign keys look their lookups up apart from other fields; on them the
+# lookup takes ids or model instances, as `machine__in` does.
+models.ForeignKey.register_lookup(InArray)
+
+
+def _values_as_stored(field: models.Field, values: list, connection) -> list:
+    """The values as the column holds them, without None (NULL is never
+    equal to anything) or duplicates, in the order given."""
+    stored = []
+    for value in values:
+        if isinstance(value, models.Model) and field.is_relation:
+            value = getattr(value, field.target_field.attname)
+        if value is not None:
+            stored.append(field.get_db_prep_value(value, connection, prepared=False))
+    try:
+        return list(dict.fromkeys(stored))
+    except TypeError:  # unhashable values: keep them all
+        return stored
 
 
 def rows_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence]):

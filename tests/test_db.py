@@ -1,5 +1,6 @@
-"""fleetops.db.rows_insert: the bulk write of pending locks and audit
-events (COPY on PostgreSQL, executemany on SQLite)."""
+"""fleetops.db: rows_insert, the bulk write of pending locks and audit
+events (COPY on PostgreSQL, executemany on SQLite), and the `in_array`
+lookup for long id lists."""
 
 import uuid
 from datetime import UTC, datetime
@@ -99,3 +100,41 @@ def test_in_array_sends_one_array_parameter_on_postgresql(plant):
             assert "= ANY(%s::bigint[])" in sql and len(params) == 1
         else:
             assert len(params) == len(ids)
+
+
+def _where(queryset) -> tuple[str, tuple]:
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    return sql.split(" WHERE ", 1)[1], params
+
+
+def test_in_array_compiles_to_one_array_on_postgresql_and_to_in_elsewhere(plant):
+    from django.db import connection
+
+    from apps.plant.models import Machine
+
+    machine = plant.machines["m:401"]
+    by_pk = _where(Machine.objects.filter(pk__in_array=[7, 3, 7, None]))
+    by_code = _where(Machine.objects.filter(code__in_array=["m:401", "m:402"]))
+    by_machine = _where(PendingLock.objects.filter(machine__in_array=[machine]))
+    if connection.vendor == "postgresql":
+        # Duplicates and None dropped; varchar without its length.
+        assert by_pk == ('"plant_machine"."id" = ANY(%s::bigint[])', ([7, 3],))
+        assert by_code == ('"plant_machine"."code" = ANY(%s::varchar[])', (["m:401", "m:402"],))
+        assert by_machine == (
+            '"control_pendinglock"."machine_id" = ANY(%s::bigint[])',
+            ([machine.pk],),
+        )
+    else:
+        assert by_pk == ('"plant_machine"."id" IN (%s, %s)', (7, 3))
+        assert by_code == ('"plant_machine"."code" IN (%s, %s)', ("m:401", "m:402"))
+        assert by_machine == ('"control_pendinglock"."machine_id" IN (%s)', (machine.pk,))
+
+
+def test_in_array_of_a_subquery_is_a_plain_in_subquery(plant):
+    from apps.plant.models import Machine
+
+    line01 = Machine.objects.filter(line__code="01")
+    where, _params = _where(Machine.objects.filter(pk__in_array=line01.values("pk")))
+    assert where.startswith('"plant_machine"."id" IN (SELECT ')
+    codes = Machine.objects.filter(pk__in_array=line01).values_list("code", flat=True)
+    assert sorted(codes) == ["m:401", "m:402", "m:403", "m:404"]

@@ -1,5 +1,5 @@
 """Reads of telemetry: latest state with ages, staleness, threshold alerts
-and chart series.
+of one machine (of many at once: alerts.py) and chart series.
 
 Nothing older than `RETENTION` (24 h) is ever returned, whether or not
 the prune task has run yet: every query here filters by time as well.
@@ -8,13 +8,12 @@ the prune task has run yet: every query here filters by time as well.
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import FloatField, QuerySet
+from django.db.models import FloatField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from apps.plant.models import Gateway, Line, Machine, Sensor
-from apps.plant.selectors import User, machine_list_for_user
+from apps.plant.models import Gateway, Machine, Sensor
 
 from .models import RETENTION, MachineFrame, MachineLatest
 
@@ -92,14 +91,6 @@ def _thresholds(machine_ids) -> dict[int, dict[str, _Threshold]]:
     return found
 
 
-def machine_alerts(*, machine: Machine, now: datetime | None = None) -> list[dict]:
-    """Sensors whose latest value lies outside their low/high thresholds."""
-    now = now or timezone.now()
-    latest = MachineLatest.objects.filter(machine=machine).first()
-    readings = _latest_readings(latest, oldest=now - RETENTION)
-    return _alerts(readings, _thresholds([machine.pk]).get(machine.pk, {}))
-
-
 def machine_latest(*, machine: Machine, now: datetime | None = None) -> dict:
     """The machine's latest reported state, each value with its device ts
     and age in seconds; values older than the window read as null."""
@@ -118,46 +109,6 @@ def machine_latest(*, machine: Machine, now: datetime | None = None) -> dict:
         key: _dated(value, ts, now=now, oldest=oldest) for key, (value, ts) in readings.items()
     }
     return state
-
-
-def machine_list_with_alerts(
-    *, user: User, line: Line | None = None, now: datetime | None = None
-) -> list[dict]:
-    """Every machine the user may see (optionally of one line), each as
-    {"machine", "stale", "alerts"}; three queries whatever the count."""
-    now = now or timezone.now()
-    machines = list(machine_list_for_user(user=user, line=line))
-    ids = [m.pk for m in machines]
-    latest = {row.machine_id: row for row in MachineLatest.objects.filter(machine_id__in=ids)}
-    thresholds = _thresholds(ids)
-    oldest = now - RETENTION
-    return [
-        {
-            "machine": m,
-            "stale": machine_is_stale(machine=m, now=now),
-            "alerts": _alerts(
-                _latest_readings(latest.get(m.pk), oldest=oldest), thresholds.get(m.pk, {})
-            ),
-        }
-        for m in machines
-    ]
-
-
-def machine_frame_list(
-    *,
-    machine: Machine,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    now: datetime | None = None,
-) -> QuerySet[MachineFrame]:
-    """History frames of one machine in [start, end], oldest first, never
-    older than the retention window."""
-    now = now or timezone.now()
-    start = max(start or now - RETENTION, now - RETENTION)
-    frames = MachineFrame.objects.filter(machine=machine, ts__gte=start)
-    if end is not None:
-        frames = frames.filter(ts__lte=end)
-    return frames.order_by("ts")
 
 
 def sensor_readings_downsampled(

@@ -2,12 +2,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from apps.dashboard.selectors import equipment_list
 from apps.telemetry.selectors import (
     STALE_AFTER,
-    machine_alerts,
     machine_is_stale,
     machine_latest,
-    machine_list_with_alerts,
     sensor_readings_downsampled,
 )
 from apps.telemetry.services import telemetry_batch_ingest
@@ -77,27 +76,32 @@ def test_it_raises_alerts_outside_the_sensor_thresholds(send, plant):
         }
     )
     assert response.status_code == 202, response.content
-    alerts = machine_alerts(machine=plant.machines["m:401"])
+    # The machine page and the latest-state API read them from here.
+    alerts = machine_latest(machine=plant.machines["m:401"])["alerts"]
     assert [(a["sensor"], a["limit"], a["threshold"], a["value"]) for a in alerts] == [
         ("pressure_01", "low", 1.0, 0.5),
         ("temp", "high", 95.0, 99.0),
     ]
-    assert machine_alerts(machine=plant.machines["m:402"]) == []
+    assert machine_latest(machine=plant.machines["m:402"])["alerts"] == []
 
 
-def test_it_lists_machines_with_alerts_for_who_may_see_them(
+def test_the_equipment_list_shows_the_alerts_of_the_machines_a_user_may_see(
     send, plant, operator1, viewer, outsider
 ):
     send({"batch_id": "1", "frames": [frame("m:403", readings={"temp": 120.0})]})
-    rows = machine_list_with_alerts(user=operator1)
-    assert [r["machine"].code for r in rows] == ["m:401", "m:402", "m:403", "m:404"]
-    by_code = {r["machine"].code: r for r in rows}
-    assert [a["sensor"] for a in by_code["m:403"]["alerts"]] == ["temp"]
-    assert by_code["m:403"]["stale"] is False
-    assert by_code["m:401"]["alerts"] == [] and by_code["m:401"]["stale"] is True
-    assert len(machine_list_with_alerts(user=viewer)) == 12
-    assert len(machine_list_with_alerts(user=viewer, line=plant.lines["02"])) == 4
-    assert machine_list_with_alerts(user=outsider) == []
+
+    def codes(user, **filters):
+        return [view.code for view in equipment_list(user=user, **filters)["views"]]
+
+    views = {view.code: view for view in equipment_list(user=operator1)["views"]}
+    assert list(views) == ["m:401", "m:402", "m:403", "m:404"]
+    assert [a["sensor"] for a in views["m:403"].alerts] == ["temp"]
+    assert views["m:403"].stale is False
+    assert views["m:401"].alerts == [] and views["m:401"].stale is True
+    assert codes(operator1, alerts=True) == ["m:403"]
+    assert len(codes(viewer)) == 12
+    assert codes(viewer, line="02") == ["m:501", "m:502", "m:503", "m:504"]
+    assert codes(outsider) == []
 
 
 def test_it_reports_latest_values_with_their_age(send, plant):
