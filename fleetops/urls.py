@@ -10,7 +10,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("apps.telemetry.api_urls")),
-    path("control/", include("apps.control.urls")),
+    path("", include("apps.control.urls")),
     path("audit/", include("apps.audit.urls")),
     path("workbooks/", include("apps.workbooks.urls")),
     path("", include("apps.dashboard.urls")),

@@ -6,6 +6,8 @@ from django.db.models import QuerySet
 from .models import AuditEvent
 
 PAGE_SIZE = 50
+# Who may read the audit trail (the lists, the export, a transaction's lifecycle).
+AUDIT_READ_PERMISSION = "audit.view_audit_list"
 
 
 @dataclass(frozen=True)

@@ -6,5 +6,4 @@ app_name = "audit"
 urlpatterns = [
     path("", views.audit_list, name="list"),
     path("export.xlsx", views.audit_export, name="export"),
-    path("tx/<uuid:tx_id>/", views.audit_tx_detail, name="tx"),
 ]

@@ -1,15 +1,13 @@
 from django.contrib.auth.decorators import permission_required
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-
-from apps.control.selectors import control_transaction_detail
 
 from . import selectors
 from .exports import audit_events_xlsx
 from .forms import AuditFilterForm
 
-can_read_audit = permission_required("audit.view_audit_list", raise_exception=True)
+can_read_audit = permission_required(selectors.AUDIT_READ_PERMISSION, raise_exception=True)
 
 
 def _filters(request) -> tuple[AuditFilterForm, selectors.AuditFilters]:
@@ -40,15 +38,6 @@ def audit_list(request):
     }
     template = "audit/list.html#event_table" if request.htmx else "audit/list.html"
     return render(request, template, context)
-
-
-@can_read_audit
-def audit_tx_detail(request, tx_id):
-    tx = control_transaction_detail(tx_id=tx_id)
-    events = list(selectors.audit_events_for_tx(tx_id=tx_id))
-    if tx is None and not events:
-        raise Http404("No such transaction.")
-    return render(request, "audit/tx_detail.html", {"tx": tx, "tx_id": tx_id, "events": events})
 
 
 @can_read_audit

@@ -4,5 +4,7 @@ from . import views
 
 app_name = "control"
 urlpatterns = [
-    path("setpoint/", views.setpoint_submit, name="setpoint"),
+    # Under /audit/: audit staff reach it from the audit list, and the links
+    # they already keep to it still work.
+    path("audit/tx/<uuid:tx_id>/", views.transaction_detail, name="transaction"),
 ]

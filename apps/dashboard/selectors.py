@@ -214,6 +214,19 @@ def sensor_chart(*, machine: Machine, key: str, now: datetime | None = None) -> 
     return chart
 
 
+def setpoint_form_context(
+    *, user, line: Line | None = None, machine: Machine | None = None, values=None, **extra
+) -> dict:
+    """Context of the setpoint form: on a machine page the machine is fixed,
+    on a line page the operator picks one of the line's machines."""
+    if machine is not None:
+        context = {"fixed_machine": machine, "context_name": "machine"}
+    else:
+        machines = plant.machine_list_for_user(user=user, line=line).order_by("code")
+        context = {"setpoint_machines": machines, "context_name": "line"}
+    return context | {"modes": Machine.Mode.values, "values": values or {}} | extra
+
+
 def equipment_list(
     *,
     user,
@@ -232,10 +245,8 @@ def equipment_list(
     if line:
         machines = machines.filter(line__code=line)
     if status:
-        if status == "MAINTENANCE_LOCK":
-            machines = machines.filter(Q(maintenance_locked_at__isnull=False) | Q(status_id=status))
-        else:
-            machines = machines.filter(status_id=status, maintenance_locked_at__isnull=True)
+        # By the status shown: a locked-out machine is MAINTENANCE_LOCK whatever it reports.
+        machines = machines.with_display_status().filter(display_status_code=status)
     if q:
         machines = machines.filter(Q(code__icontains=q) | Q(name__icontains=q))
     if alerts:

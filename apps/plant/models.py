@@ -7,7 +7,7 @@ import secrets
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 
 MACHINE_CODE_RE = r"^m:\d+$"
 machine_code_validator = RegexValidator(
@@ -64,6 +64,19 @@ class MachineStatus(models.Model):
         return self.code
 
 
+class MachineQuerySet(models.QuerySet):
+    def with_display_status(self):
+        """Annotate `display_status_code`, machine_display_status() in SQL, so
+        lists filter and count by the status every page shows."""
+        return self.annotate(
+            display_status_code=Case(
+                When(maintenance_locked_at__isnull=False, then=Value(MAINTENANCE_LOCK)),
+                default=F("status_id"),
+                output_field=models.CharField(),
+            )
+        )
+
+
 class Machine(models.Model):
     class Mode(models.TextChoices):
         RUN = "RUN"
@@ -99,6 +112,8 @@ class Machine(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MachineQuerySet.as_manager()
 
     class Meta:
         ordering = ["line__display_order", "line__code", "code"]

@@ -1,4 +1,6 @@
+import html
 import io
+import re
 
 import pytest
 from openpyxl import load_workbook
@@ -79,6 +81,21 @@ def test_the_transaction_page_shows_its_whole_lifecycle(client_for, auditor, ope
     )
 
 
+def test_only_staff_auditors_read_a_transactions_lifecycle(client_for, operator1, viewer, plant):
+    tx = setpoint_request(
+        actor=operator1, machine=plant.machines["m:401"], changes={"target_speed": 1500}
+    )
+    for user in (operator1, viewer):
+        assert client_for(user).get(f"/audit/tx/{tx.tx_id}/").status_code == 403
+
+
+def test_the_audit_list_links_each_event_to_its_transaction(client_for, auditor, operator1, plant):
+    tx = setpoint_request(
+        actor=operator1, machine=plant.machines["m:401"], changes={"target_speed": 1500}
+    )
+    assert f'href="/audit/tx/{tx.tx_id}/"' in client_for(auditor).get("/audit/").content.decode()
+
+
 def test_the_export_writes_every_text_as_text(client_for, auditor, plant, operator1):
     hostile = ['=HYPERLINK("http://evil","x")', "+1+1", "-2", "@SUM(A1)", "\tx", "\rx", "<script>"]
     for value in hostile:
@@ -91,3 +108,23 @@ def test_the_export_writes_every_text_as_text(client_for, auditor, plant, operat
     assert sorted(c.value for c in reasons) == sorted(v.replace("\r", "\n") for v in hostile)
     assert all(c.data_type == "s" for c in reasons)
     assert not any(c.data_type == "f" for row in sheet.iter_rows() for c in row)
+
+
+def test_the_export_link_of_a_filtered_list_exports_exactly_those_events(
+    client_for, auditor, plant, operator1, events
+):
+    for n in range(6):
+        audit_record(
+            action="setpoint_request",
+            actor=operator1,
+            machine=plant.machines["m:602"],
+            reason=f"try {n}",
+        )
+    client = client_for(auditor)
+    # Filtering swaps only the event table (htmx), so the link must come with it.
+    listed = client.get("/audit/?line=03&outcome=", headers={"HX-Request": "true"})
+    link = re.search(r'href="(/audit/export\.xlsx[^"]*)"', listed.content.decode())
+    assert len(listed.context["events"]) == 7 and link
+    sheet = load_workbook(io.BytesIO(client.get(html.unescape(link[1])).content)).active
+    exported = [(row[5].value, row[11].value) for row in sheet.iter_rows(min_row=2)]
+    assert sorted(exported) == sorted((e.machine_code, e.reason) for e in listed.context["events"])

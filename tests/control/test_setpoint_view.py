@@ -75,8 +75,9 @@ def test_the_form_refuses_a_mode_with_the_workbook_message(client_for, operator1
 
 def test_next_to_another_site_falls_back_to_the_machine_page(client_for, operator1):
     client = client_for(operator1)
-    response = post(client, "m:402", headers={}, target_speed="1000", next="https://example.org/")
-    assert response.status_code == 302 and response["Location"] == "/machines/m:402/"
+    for elsewhere in ["https://example.org/", "//example.org/"]:
+        response = post(client, "m:402", headers={}, target_speed="1000", next=elsewhere)
+        assert response.status_code == 302 and response["Location"] == "/machines/m:402/"
     same = post(client, "m:402", headers={}, mode="RUN", next="/lines/01/")
     assert same["Location"] == "/lines/01/"
 
@@ -106,3 +107,26 @@ def test_the_form_is_shown_to_operators_only(client_for, operator1, viewer):
 
 def test_it_needs_a_post(client_for, operator1):
     assert client_for(operator1).get("/control/setpoint/").status_code == 405
+
+
+def test_the_change_is_audited_with_the_client_address_the_proxy_forwarded(
+    client_for, operator1, settings
+):
+    settings.CLIENT_ADDRESS_HEADER = "X-Forwarded-For"
+    # The first entry is whatever the client claimed; the proxy appended the last.
+    headers = HTMX | {"X-Forwarded-For": "1.2.3.4, 10.0.0.9"}
+    response = post(client_for(operator1), "m:401", headers=headers, target_speed="1200")
+    assert response.status_code == 200
+    assert AuditEvent.objects.get(action="setpoint_request").host == "10.0.0.9"
+
+
+def test_without_a_proxy_header_setting_the_change_is_audited_with_the_peer_address(
+    client_for, operator1, settings
+):
+    settings.CLIENT_ADDRESS_HEADER = ""
+    client = client_for(operator1)
+    data = {"machine": "m:401", "context": "line", "target_speed": "1200"}
+    headers = HTMX | {"X-Forwarded-For": "1.2.3.4"}
+    response = client.post("/control/setpoint/", data, headers=headers, REMOTE_ADDR="10.0.0.7")
+    assert response.status_code == 200
+    assert AuditEvent.objects.get(action="setpoint_request").host == "10.0.0.7"
