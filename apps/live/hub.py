@@ -24,32 +24,14 @@ from typing import Protocol
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from .regions import Regions, render_topic
+from .push import CHANGES_GROUP
+from .regions import Regions, machines_and_lines, render_topic
 from .topics import Topic
 
 logger = logging.getLogger(__name__)
 
-CHANGES_GROUP = "live.changes"
-HOUSEKEEPING_EVERY = 1.0
 # Sockets handed a delta between two passes of the event loop.
 FANOUT_BATCH = 50
-
-# Domain jobs that need a clock (lock expiry); each process with sockets
-# runs them every second, so the screens it serves change on time.
-_periodic_jobs: list = []
-
-
-def periodic_job_register(job) -> None:
-    if job not in _periodic_jobs:
-        _periodic_jobs.append(job)
-
-
-def _run_periodic_jobs() -> None:
-    for job in list(_periodic_jobs):
-        try:
-            job()
-        except Exception:
-            logger.exception("periodic job %r failed", job)
 
 
 class Subscriber(Protocol):
@@ -94,7 +76,6 @@ class Hub:
     def __init__(self):
         self.feeds: dict[str, TopicFeed] = {}
         self._listener: asyncio.Task | None = None
-        self._housekeeper: asyncio.Task | None = None
 
     @classmethod
     def for_running_loop(cls) -> "Hub":
@@ -107,14 +88,6 @@ class Hub:
     def ensure_listening(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="live-hub-listen")
-        if self._housekeeper is None or self._housekeeper.done():
-            self._housekeeper = asyncio.create_task(self._housekeep(), name="live-hub-jobs")
-
-    async def _housekeep(self) -> None:
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_EVERY)
-            if self.feeds:
-                await database_sync_to_async(_run_periodic_jobs)()
 
     # Subscriptions
     # -------------
@@ -179,6 +152,21 @@ class Hub:
             feed.dirty = True
             feed.wakeup.set()
 
+    async def _changes_received(self, message: dict) -> None:
+        """Mark the feeds a `live.changes` message concerns (see push.py).
+        Machines arrive as ids; their codes and lines are looked up here,
+        where the feeds that need them are."""
+        machines, lines = [], list(message.get("lines", []))
+        if (machine_ids := message.get("machines")) and self.feeds:
+            try:
+                machines, more = await database_sync_to_async(machines_and_lines)(machine_ids)
+            except Exception:
+                logger.warning("could not resolve changed machines", exc_info=True)
+                self.mark_all_changed()
+                return
+            lines += more
+        self.mark_changed(machines=machines, lines=lines, topics=message.get("topics", []))
+
     async def _listen(self) -> None:
         layer = get_channel_layer()
         channel = None
@@ -188,11 +176,7 @@ class Hub:
                     channel = await layer.new_channel("live-hub.")
                     await layer.group_add(CHANGES_GROUP, channel)
                 message = await layer.receive(channel)
-                self.mark_changed(
-                    machines=message.get("machines", []),
-                    lines=message.get("lines", []),
-                    topics=message.get("topics", []),
-                )
+                await self._changes_received(message)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,28 +1,40 @@
-"""How domain code tells the live layer that machines changed.
+"""The one way domain code tells the live layer that something changed.
 
-Only ids travel; each process's hub re-renders what its sockets watch.
-Called after commit (telemetry's change events, plant services), so a
-rolled-back change never reaches a screen.
+Call it after commit (`transaction.on_commit(lambda: push.machines_changed(ids))`),
+so a rolled-back change never reaches a screen. It is a leaf: it imports
+no model and nothing else of the project, so every domain app may use it
+without the live layer's rendering coming along.
+
+What travels on the channel layer group `CHANGES_GROUP` is
+`{"type": "live.changes", "machines": [machine ids], "lines": [line codes],
+"topics": [topic names]}`: each process's hub marks the feeds showing any
+of them and re-renders them. Only ids leave here: the hub looks up each
+machine's code and line itself (it reads the database to render anyway),
+so `lines` is sent empty today. A lost message costs a screen one sweep
+(1-5 s), never its truth.
 """
 
 import logging
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
-from apps.plant.models import Machine
-
-from .hub import CHANGES_GROUP
+from channels import layers
 
 logger = logging.getLogger(__name__)
+
+CHANGES_GROUP = "live.changes"
+
+
+def user_group(user_id: int) -> str:
+    return f"live.user.{user_id}"
 
 
 def _group_send(group: str, message: dict) -> bool:
     """Send, trying twice: the first send after a Redis restart meets a
-    dead pooled connection, the second gets a fresh one."""
+    dead pooled connection, the second gets a fresh one. Never raises: the
+    change is committed whatever happens to its announcement."""
     for attempt in (1, 2):
         try:
-            async_to_sync(get_channel_layer().group_send)(group, message)
+            async_to_sync(layers.get_channel_layer().group_send)(group, message)
             return True
         except Exception:
             if attempt == 2:
@@ -30,24 +42,21 @@ def _group_send(group: str, message: dict) -> bool:
     return False
 
 
+def _changes(*, machines: list[int] | None = None, topics: list[str] | None = None) -> dict:
+    return {"type": "live.changes", "machines": machines or [], "lines": [], "topics": topics or []}
+
+
 def machines_changed(machine_ids) -> None:
-    ids = list(machine_ids)
-    if not ids:
-        return
-    pairs = list(Machine.objects.filter(pk__in_array=ids).values_list("code", "line__code"))
-    # If this is lost anyway, screens catch up at their next sweep (1-5 s).
-    _group_send(
-        CHANGES_GROUP,
-        {
-            "type": "live.changes",
-            "machines": [code for code, _ in pairs],
-            "lines": sorted({line for _, line in pairs}),
-        },
-    )
+    """These machines' state or settings changed: every view showing them
+    (their line, their page, the plant overview) re-renders."""
+    ids = sorted({int(pk) for pk in machine_ids})
+    if ids:
+        _group_send(CHANGES_GROUP, _changes(machines=ids))
 
 
-def user_group(user_id: int) -> str:
-    return f"live.user.{user_id}"
+def topic_changed(topic: str) -> None:
+    """One topic's data changed (a workbook upload's progress, say)."""
+    _group_send(CHANGES_GROUP, _changes(topics=[topic]))
 
 
 def toast_to_user(*, user_id: int, html: str) -> None:

@@ -4,14 +4,15 @@ Each region is the same template partial the full page renders inline;
 the returned mapping is region id -> (html, audience), where audience is
 the line code a subscriber must be allowed to see (None: everyone on the
 topic may).
+
+The live layer imports no other app of the project at module import time:
+it reads through their selectors (the UI side's for the plant's views,
+workbooks' for an upload) inside the functions that render, so importing
+`apps.live` never drags in the apps that announce through `push`.
 """
 
 from django.template.loader import render_to_string
 from django.utils import timezone
-
-from apps.dashboard import selectors as dashboard
-from apps.plant.models import Line, Machine
-from apps.workbooks.live import upload_regions
 
 from .topics import Topic
 
@@ -23,7 +24,19 @@ def render_topic(topic: Topic) -> Regions:
     return _RENDERERS[topic.kind](topic, now)
 
 
+def machines_and_lines(machine_ids) -> tuple[list[str], list[str]]:
+    """The codes of these machines and of their lines, for the hub to mark feeds."""
+    from apps.plant.models import Machine
+
+    machines = Machine.objects.filter(pk__in_array=list(machine_ids))
+    pairs = list(machines.values_list("code", "line__code"))
+    return [code for code, _ in pairs], sorted({line for _, line in pairs})
+
+
 def _global(topic: Topic, now) -> Regions:
+    from apps.dashboard import selectors as dashboard
+    from apps.plant.models import Line
+
     cards = dashboard.plant_overview(lines=list(Line.objects.all()), now=now)
     return {
         f"line-card-{card.line.code}": (
@@ -35,6 +48,9 @@ def _global(topic: Topic, now) -> Regions:
 
 
 def _line(topic: Topic, now) -> Regions:
+    from apps.dashboard import selectors as dashboard
+    from apps.plant.models import Line
+
     line = Line.objects.filter(code=topic.key).first()
     if line is None:
         return {}
@@ -54,6 +70,9 @@ def _line(topic: Topic, now) -> Regions:
 
 
 def _machine(topic: Topic, now) -> Regions:
+    from apps.dashboard import selectors as dashboard
+    from apps.plant.models import Machine
+
     machine = Machine.objects.select_related("line").filter(code=topic.key).first()
     if machine is None:
         return {}
@@ -76,6 +95,9 @@ def _machine(topic: Topic, now) -> Regions:
 
 
 def _chart(topic: Topic, now) -> Regions:
+    from apps.dashboard import selectors as dashboard
+    from apps.plant.models import Machine
+
     machine = Machine.objects.select_related("line").filter(code=topic.key).first()
     if machine is None:
         return {}
@@ -87,6 +109,8 @@ def _chart(topic: Topic, now) -> Regions:
 
 
 def _upload(topic: Topic, now) -> Regions:
+    from apps.workbooks.live import upload_regions
+
     return upload_regions(topic.key)
 
 

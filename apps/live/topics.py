@@ -2,15 +2,13 @@
 may see them.
 
 A topic is named in the plant's words: `dashboard:global`, `line:01`,
-`m:401`, and `chart:m:401:temp` for one sensor's chart on a machine page.
+`m:401`, and `chart:m:401:temp` for one sensor's chart on a machine page,
+`upload:12` for a workbook upload's page. Who may see one is asked of the
+app that owns it, imported where it is asked (see regions.py).
 """
 
 import re
 from dataclasses import dataclass
-
-from apps.plant import selectors as plant
-from apps.plant.models import Line, Machine
-from apps.workbooks.live import upload_topic_allowed
 
 GLOBAL = "dashboard:global"
 _LINE_RE = re.compile(r"^line:(\d{2,4})$")
@@ -22,7 +20,7 @@ _UPLOAD_RE = re.compile(r"^upload:(\d{1,12})$")
 @dataclass(frozen=True, slots=True)
 class Topic:
     name: str
-    kind: str  # "global" | "line" | "machine" | "chart"
+    kind: str  # "global" | "line" | "machine" | "chart" | "upload"
     key: str  # line code, machine code, or "" for the global view
     sensor: str = ""
 
@@ -53,11 +51,17 @@ def parse(name: str) -> Topic | None:
 
 
 def visible_line_codes(*, user) -> frozenset[str]:
+    from apps.plant import selectors as plant
+
     return frozenset(plant.line_list_for_user(user=user).values_list("code", flat=True))
 
 
 def topic_allowed(*, user, topic: str) -> bool:
     """May `user` watch `topic`? Unknown topics are refused like forbidden ones."""
+    from apps.plant import selectors as plant
+    from apps.plant.models import Line, Machine
+    from apps.workbooks.live import upload_topic_allowed
+
     parsed = parse(topic)
     if parsed is None or not getattr(user, "is_authenticated", False):
         return False

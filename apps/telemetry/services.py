@@ -4,10 +4,12 @@ the 24 h window, and meter each gateway's rate.
 The ingest is one transaction: claim the batch id, bulk-insert the history
 rows (COPY on PostgreSQL, executemany on SQLite, never one ORM save per
 row), merge the latest state under row locks taken in machine id order,
-and announce the changed machines after commit.
+and after commit hand the changed machines on: to control, whose pending
+locks they may settle, then to the live layer.
 """
 
 import json
+import logging
 import math
 import time
 from collections import defaultdict
@@ -19,9 +21,11 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps.control.services import locks_reconcile
+from apps.live import push
+from apps.plant.machine_state import Reported, machine_reported_write
 from apps.plant.models import Gateway
 
-from .events import announce_machines_changed
 from .models import RETENTION, MachineFrame, MachineLatest, TelemetryBatch
 from .validation import Frame, ValidBatch
 
@@ -46,6 +50,8 @@ FRAME_COLUMNS = (
     "readings",
 )
 LATEST_FIELDS = ("status", "speed", "target_speed", "mode")
+
+logger = logging.getLogger(__name__)
 
 # 1000 machines x 100 sensors at 1 Hz is ~101 000 units/s (a frame counts
 # one unit plus one per reading); the default leaves 2.5x headroom and a
@@ -108,13 +114,35 @@ def telemetry_batch_ingest(
             )
         _history_insert(frames=history, received_at=now)
         changed = _latest_merge(frames=batch.frames, received_at=now)
-        announce_machines_changed(machine_ids=changed)
+        if changed:
+            ids = sorted(changed)
+            transaction.on_commit(lambda: _changed_machines_hand_on(machine_ids=ids))
     return IngestResult(
         accepted=len(batch.frames),
         duplicate=False,
         stored=len(history),
         changed_machine_ids=frozenset(changed),
     )
+
+
+def _changed_machines_hand_on(*, machine_ids: list[int]) -> None:
+    """After an ingest commits: what the machines now report settles their
+    pending locks (reconciled, or failed by a safety state), then every
+    screen showing them re-renders. Only machines whose latest state changed
+    come here, not those that only received backfilled history.
+
+    The data is committed whatever a step does: one that fails must neither
+    keep the change from the other nor turn the gateway's 202 into a 500.
+    The push comes last so a lock settled here shows in the same render."""
+    steps = (
+        ("locks_reconcile", lambda: locks_reconcile(machine_ids=machine_ids)),
+        ("machines_changed", lambda: push.machines_changed(machine_ids)),
+    )
+    for name, step in steps:
+        try:
+            step()
+        except Exception:
+            logger.exception("%s after ingest failed for machines %s", name, machine_ids)
 
 
 def _history_insert(*, frames: list[Frame], received_at: datetime) -> None:
@@ -173,7 +201,7 @@ def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
     ids = sorted(by_machine)
     # Locks in machine id order, the same order every ingest uses, so two
     # batches for overlapping machines queue instead of deadlocking. The
-    # plant rows are updated afterwards, again in id order.
+    # plant rows are updated afterwards (by plant), again in id order.
     locked = MachineLatest.objects.select_for_update(no_key=True).order_by("machine_id")
     rows = list(locked.filter(machine_id__in=ids))
     missing = set(ids) - {row.machine_id for row in rows}
@@ -192,7 +220,17 @@ def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
     if not changed:
         return set()
     _latest_write(rows=[row for row, _ in changed])
-    _machine_reported_write(changes=changed, now=received_at)
+    machine_reported_write(
+        reports=[
+            Reported(
+                row.machine_id,
+                *(getattr(row, name) if name in won else None for name in LATEST_FIELDS),
+                seen_at=row.seen_at,
+            )
+            for row, won in changed
+        ],
+        now=received_at,
+    )
     return {row.machine_id for row, _ in changed}
 
 
@@ -254,29 +292,6 @@ def _latest_write(*, rows: list[MachineLatest]) -> None:
                     r.machine_id,
                 )
                 for r in rows
-            ],
-        )
-
-
-def _machine_reported_write(*, changes: list[tuple[MachineLatest, set[str]]], now) -> None:
-    """Copy the winning reported fields onto plant.Machine, which the pages
-    read; a field that did not win keeps its value (COALESCE with NULL)."""
-    adapt = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            """UPDATE plant_machine SET
-                status = COALESCE(%s, status), speed = COALESCE(%s, speed),
-                target_speed = COALESCE(%s, target_speed), mode = COALESCE(%s, mode),
-                last_seen_at = %s, updated_at = %s
-                WHERE id = %s""",
-            [
-                (
-                    *(getattr(r, name) if name in won else None for name in LATEST_FIELDS),
-                    adapt(r.seen_at),
-                    adapt(now),
-                    r.machine_id,
-                )
-                for r, won in sorted(changes, key=lambda change: change[0].machine_id)
             ],
         )
 

@@ -99,6 +99,8 @@ async def test_it_refuses_topics_the_user_may_not_see(operator1):
         {"type": "subscribed", "topic": "line:01"},
     ]
     assert "line:03" not in Hub.for_running_loop().feeds
+    # A refusal is an answer, not a hang-up: the allowed topic still arrives.
+    assert (await receive_type(communicator, "snapshot"))["topic"] == "line:01"
     await communicator.disconnect()
 
 
@@ -200,11 +202,13 @@ async def test_messages_held_behind_a_slow_send_go_out_in_order(operator1, setti
     await communicator.disconnect()
 
 
-async def test_it_answers_bad_messages_with_an_error(operator1):
+async def test_it_answers_bad_messages_with_an_error_and_stays_open(operator1):
     communicator = await connect(operator1)
     for bad in ["not json", "[1]", '{"type": "launch"}', '{"type": "subscribe", "topics": "x"}']:
         await communicator.send_to(text_data=bad)
         assert (await receive(communicator))["type"] == "error"
+    await subscribe(communicator, "line:01")
+    assert (await receive_type(communicator, "snapshot"))["topic"] == "line:01"
     await communicator.disconnect()
 
 

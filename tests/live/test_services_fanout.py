@@ -10,13 +10,11 @@ from datetime import UTC, datetime
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 
-from apps.live.consumers import LiveConsumer
 from apps.live.push import machines_changed
 from apps.plant.models import Machine
 from apps.plant.services import gateway_issue, machine_set_maintenance_lock
-from tests.support.processes import celery_worker, daphne_server
+from tests.support.processes import daphne_server
 from tests.support.sessions import session_cookie_for
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -42,30 +40,25 @@ async def open_socket(base_url: str, cookie: str, topic: str):
     return socket
 
 
-async def test_a_celery_worker_process_reaches_a_socket(plant, operator1, admin_user, settings):
-    settings.LIVE_PING_INTERVAL = 120  # this socket does not answer pings; the worker starts slowly
-    communicator = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/live/")
-    communicator.scope["user"] = operator1
-    assert (await communicator.connect())[0]
-    await communicator.send_to(text_data=json.dumps({"type": "subscribe", "topics": ["line:01"]}))
-    while (snapshot := json.loads(await communicator.receive_from(timeout=10)))[
-        "type"
-    ] != "snapshot":
-        pass
-    assert "MAINTENANCE_LOCK" not in snapshot["html"]
-
-    with celery_worker():
-        # on_commit queues the announcement on Redis; only the worker runs it.
-        await sync_to_async(machine_set_maintenance_lock)(
-            machines=[plant.machines["m:402"]], actor=admin_user, locked=True
-        )
-        delta = await next_delta(
-            lambda: communicator.receive_from(timeout=30),
-            containing='id="machine-row-m402"',
-            timeout=30,
-        )
+async def test_an_admin_action_in_one_process_reaches_a_socket_of_another(
+    plant, operator1, admin_user
+):
+    """No worker carries the announcement: the plant service pushes after
+    its commit, and Redis takes it to the daphne holding the socket."""
+    cookie = await sync_to_async(session_cookie_for)(operator1)
+    with daphne_server() as (base_url, _proc):
+        socket = await open_socket(base_url, cookie, "line:01")
+        try:
+            await sync_to_async(machine_set_maintenance_lock)(
+                machines=[plant.machines["m:402"]],
+                actor=admin_user,
+                locked=True,
+                reason="bearing swap",
+            )
+            delta = await next_delta(socket.recv, containing='id="machine-row-m402"')
+        finally:
+            await socket.close()
     assert "MAINTENANCE_LOCK" in delta["html"]
-    await communicator.disconnect()
 
 
 async def test_more_than_100_sockets_on_one_daphne_all_receive_a_change(plant, operator1):
