@@ -302,17 +302,24 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
+# The embedded profile only (eager Celery, in-memory channel layer): run
+# CELERY_BEAT_SCHEDULE on the serving process's loop (fleetops/beat_in_process.py),
+# so lock expiry and its notices reach the sockets. Ignored with a broker.
+BEAT_IN_PROCESS = env.bool("BEAT_IN_PROCESS", default=False)
 CELERY_BEAT_SCHEDULE = {
     # Drops whole hourly partitions of history older than 24 h (rows on SQLite).
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
-    # Pending locks expire 10 s after the request (daphne processes with
-    # sockets also do this every second).
-    # Uploads left queued (broker down) or parsing (worker killed), and error
-    # reports left preparing, are re-queued.
+    # Parses and error reports whose worker was lost (heartbeat silent for
+    # WORKBOOK_HEARTBEAT_STALE_SECONDS) are restarted, and uploads left queued
+    # (broker down) sent again. Often, so a lost run is found in seconds;
+    # a sweep nobody ran by the next one is dropped, not piled up.
     "workbooks-requeue-stuck": {
         "task": "apps.workbooks.tasks.workbooks_requeue_stuck",
-        "schedule": 120.0,
+        "schedule": env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0),
+        "options": {"expires": env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0)},
     },
+    # Pending locks expire 10 s after the request; beat is their one clock
+    # (`make run` runs this schedule inside the server: BEAT_IN_PROCESS).
     "control-locks-housekeeping": {
         "task": "apps.control.tasks.locks_housekeeping_task",
         "schedule": 2.0,
@@ -332,10 +339,14 @@ WORKBOOK_MAX_UPLOAD_BYTES = env.int("WORKBOOK_MAX_UPLOAD_BYTES", default=10 * 10
 # Data rows of one sheet; the error report is written by a task, not in a request.
 WORKBOOK_MAX_ROWS = env.int("WORKBOOK_MAX_ROWS", default=100_000)
 # Runs of one upload's parse (or report) before it is marked failed, and how
-# long one may sit queued or running without progress before the beat
-# sweeper queues it again (broker down at upload time, a worker killed).
+# long one may sit queued with no worker taking it before the beat sweeper
+# sends it again (broker down at upload time; it may also be waiting its turn).
 WORKBOOK_MAX_ATTEMPTS = env.int("WORKBOOK_MAX_ATTEMPTS", default=3)
 WORKBOOK_STUCK_AFTER_SECONDS = env.int("WORKBOOK_STUCK_AFTER_SECONDS", default=600)
+# A running parse or report beats every few seconds, slow or not; silent for
+# this long, its worker is taken for lost (killed, out of memory, host gone)
+# and the sweeper restarts it, up to WORKBOOK_MAX_ATTEMPTS runs in all.
+WORKBOOK_HEARTBEAT_STALE_SECONDS = env.int("WORKBOOK_HEARTBEAT_STALE_SECONDS", default=30)
 # Seconds a parse or report task may run: past the soft limit the upload
 # shows a clean "took too long" message, past the hard one the worker is
 # killed. The largest accepted sheet takes seconds.
