@@ -6,7 +6,9 @@ offline (`context.set_offline`) and the open socket does not close, so
 only the page's own clock can tell.
 """
 
+import os
 import re
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,8 +16,9 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.plant.models import Machine
+from tests.support.processes import daphne_server
 
-from .test_live import Gateway, indicator, speed_cell, wait_live
+from .test_live import Gateway, indicator, open_page, speed_cell, wait_live  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -129,3 +132,22 @@ def test_send_without_a_connection_says_not_sent_in_the_form_and_a_toast(login, 
     )
     expect(form.locator(".form-sent")).to_have_count(0)
     page.context.set_offline(False)
+
+
+def test_a_row_whose_data_ages_past_the_limit_turns_stale_with_the_server_frozen(
+    open_page, transactional_db, plant
+):
+    """No push can arrive from a frozen (SIGSTOPped) server: only the
+    page's own clock can mark the row, and it must."""
+    Machine.objects.filter(code="m:401").update(last_seen_at=datetime.now(UTC))
+    with daphne_server(LIVE_PONG_TIMEOUT=60) as (base_url, proc):
+        page = open_page(base_url, "operator1", "/lines/01/")
+        wait_live(page, "line:01")
+        row = page.locator("#machine-row-m401")
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            expect(row).to_have_class(re.compile(r"\bis-stale\b"), timeout=WAIT)
+            age = row.locator("time.age")
+            expect(age).to_have_text(re.compile(r"^([5-9]|\d\d+) s ago$"), timeout=WAIT)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
