@@ -3,15 +3,14 @@
 * `upload_topic_allowed(user, upload_id)` for topics.topic_allowed,
 * `upload_regions(upload_id)` for regions._RENDERERS (same partials as the
   page and its htmx refresh),
-* `upload_changed(upload_id)` tells every live hub the topic changed.
+* `upload_changed(upload_id)` tells every live hub the topic changed,
+  through `apps.live.push` like every other announcement.
 """
-
-import logging
 
 from django.contrib.auth.models import AnonymousUser
 from django.template.loader import render_to_string
 
-logger = logging.getLogger(__name__)
+from apps.live import push
 
 
 def upload_topic_allowed(user, upload_id) -> bool:
@@ -49,19 +48,6 @@ def upload_regions(upload_id) -> dict[str, tuple[str, None]]:
 
 
 def upload_changed(upload_id: int) -> None:
-    """Best effort: a hub that misses this re-renders at its next sweep."""
-    try:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
-
-        from apps.live.hub import CHANGES_GROUP
-
-        message = {
-            "type": "live.changes",
-            "machines": [],
-            "lines": [],
-            "topics": [f"upload:{upload_id}"],
-        }
-        async_to_sync(get_channel_layer().group_send)(CHANGES_GROUP, message)
-    except Exception:
-        logger.debug("could not announce upload %s", upload_id, exc_info=True)
+    """Best effort (push never raises): a hub that misses this re-renders
+    at its next sweep."""
+    push.topic_changed(f"upload:{upload_id}")
