@@ -62,8 +62,11 @@ class WorkbookUpload(models.Model):
         on_delete=models.SET_NULL,
         related_name="workbook_upload",
     )
+    # Parse runs so far: the fencing token of the current one, and the
+    # give-up counter (WORKBOOK_MAX_ATTEMPTS).
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # While parsing: the run's heartbeat, read by the lost-run sweeper.
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -79,9 +82,10 @@ class WorkbookUpload(models.Model):
     # Runs since the report was last asked for (the give-up counter).
     report_attempts = models.PositiveSmallIntegerField(default=0)
     # The fencing token of the run writing the report: each run's writes
-    # are conditional on it, so a run given up on cannot overwrite a newer one.
+    # are conditional on it, so a run given up on cannot overwrite a newer
+    # one. None while preparing: queued, no run holds it yet.
     report_run = models.UUIDField(null=True, blank=True)
-    # Last sign of life of the report run, for the stuck-report sweeper.
+    # The report run's heartbeat (or when it was queued), for the sweeper.
     report_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -99,6 +103,12 @@ class WorkbookUpload(models.Model):
         return self.status in self.ACTIVE
 
     @property
+    def restarting(self) -> bool:
+        """Queued again after its worker was lost mid-parse: only the
+        sweeper puts an upload that was parsing back in the queue."""
+        return self.status == self.Status.QUEUED and self.attempts > 0
+
+    @property
     def percent(self) -> int:
         if not self.rows_total:
             return 100 if not self.is_active else 0
@@ -108,6 +118,16 @@ class WorkbookUpload(models.Model):
     def has_report(self) -> bool:
         """Every row was checked, so a report of them can be written."""
         return self.status in self.REPORTED
+
+    @property
+    def report_restarting(self) -> bool:
+        """Queued again after the worker writing it was lost (a run had
+        claimed it, and the sweeper took it back)."""
+        return (
+            self.report_status == self.ReportStatus.PREPARING
+            and self.report_run is None
+            and self.report_attempts > 0
+        )
 
     @property
     def report_percent(self) -> int:

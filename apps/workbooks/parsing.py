@@ -268,13 +268,16 @@ def parse_workbook(
     *,
     index: MachineIndex,
     on_chunk: ProgressCallback | None = None,
+    on_row: Callable[[], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     max_messages: int | None = None,
 ) -> ParsedBatch:
     """Parse and validate every row; raises WorkbookRejected for the file.
 
     `on_chunk(rows_done, rows_estimate)` is called every `chunk_rows`
-    data rows and once at the end, so the caller can save progress. Only
+    data rows and once at the end, so the caller can save progress;
+    `on_row()` after every row read, so the caller's heartbeat goes on
+    while rows come slowly (it throttles itself). Only
     the first `max_messages` errors and warnings are kept (the summary
     counts them all), so memory does not grow with a file full of them.
     """
@@ -300,6 +303,8 @@ def parse_workbook(
                 target.extend(items[: int(min(room - len(target), len(items)))])
 
         for number, values in rows:
+            if on_row:
+                on_row()
             done += 1
             if done > max_rows:
                 raise WorkbookRejected(
@@ -357,13 +362,16 @@ def duplicate_warning(header: Header, earlier: int, number: int, result: RowResu
     }
 
 
-def iter_row_results(path: Path, *, index: MachineIndex):
+def iter_row_results(path: Path, *, index: MachineIndex, on_row: Callable[[], None] | None = None):
     """(header, iterator of (row, values, errors, warnings, status)) for the
     error report: two streaming passes (the first finds each machine's last
-    row), so the report never holds the whole sheet or all its messages."""
+    row), so the report never holds the whole sheet or all its messages.
+    `on_row()` is called after every row read, in both passes."""
     last_row: dict[str, int] = {}
     header, rows = iter_data_rows(path)
     for number, values in rows:
+        if on_row:
+            on_row()
         column = header.columns["Machine ID"]
         raw = values[column] if column < len(values) else None
         if isinstance(raw, str) and MACHINE_ID_RE.match(raw.strip()):
@@ -374,6 +382,8 @@ def iter_row_results(path: Path, *, index: MachineIndex):
 
     def results():
         for number, values in rows:
+            if on_row:
+                on_row()
             result = validate(number, values)
             warnings = list(result.warnings)
             status = "invalid" if result.errors else "valid"

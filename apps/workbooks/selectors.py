@@ -1,8 +1,11 @@
 """Reads of workbook uploads, always through who is asking."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from apps.plant import selectors as plant
 from apps.plant.models import Machine
@@ -84,9 +87,33 @@ def upload_row_statuses(*, upload: WorkbookUpload) -> list[RowStatus]:
 ACTIVE_LOCK_STATES = ("inflight", "confirmed", "mixed")
 
 
+def upload_restarting(*, upload: WorkbookUpload, now=None) -> tuple[bool, bool]:
+    """Whether the parse, and the report, start again because their worker
+    was lost: queued again by the sweeper, or a run silent past the
+    heartbeat limit, which the next sweep queues again. The second case
+    keeps the page truthful while no worker is up to run that sweep."""
+    now = now or timezone.now()
+    silent_since = now - timedelta(seconds=settings.WORKBOOK_HEARTBEAT_STALE_SECONDS)
+    max_attempts = settings.WORKBOOK_MAX_ATTEMPTS
+    parse = upload.restarting or (
+        upload.status == WorkbookUpload.Status.PARSING
+        and upload.updated_at < silent_since
+        and upload.attempts < max_attempts
+    )
+    report = upload.report_restarting or (
+        upload.report_status == WorkbookUpload.ReportStatus.PREPARING
+        and upload.report_run is not None
+        and upload.report_updated_at is not None
+        and upload.report_updated_at < silent_since
+        and upload.report_attempts < max_attempts
+    )
+    return parse, report
+
+
 def upload_page(*, upload: WorkbookUpload) -> dict:
     """One context for the page, its htmx partial and its live push."""
     rows = upload_row_statuses(upload=upload)
+    parse_restarting, report_restarting = upload_restarting(upload=upload)
     return {
         # The page polls (a fallback to the live socket) while something moves.
         "polling": upload.is_active
@@ -98,4 +125,8 @@ def upload_page(*, upload: WorkbookUpload) -> dict:
         "more_errors": max(0, len(upload.errors or []) - SHOWN_MESSAGES),
         "more_warnings": max(0, len(upload.warnings or []) - SHOWN_MESSAGES),
         "rows": rows,
+        "parse_restarting": parse_restarting,
+        "report_restarting": report_restarting,
+        # For "attempt 2 of 3" once a run's worker was lost.
+        "max_attempts": settings.WORKBOOK_MAX_ATTEMPTS,
     }

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +29,10 @@ ReportStatus = WorkbookUpload.ReportStatus
 # the period of the upload's live topic (apps/live/topics.py), so saving more
 # often would tell no screen anything more.
 PROGRESS_EVERY = 0.5
+# Seconds between two heartbeats of a run whose progress does not move (a
+# slow row read, a long step); at most a fifth of the stale limit, so a beat
+# delayed by a busy database does not make a live run look lost.
+HEARTBEAT_EVERY = 2.0
 
 
 def uploads_dir() -> Path:
@@ -45,6 +49,14 @@ def max_attempts() -> int:
 
 def stuck_after() -> timedelta:
     return timedelta(seconds=settings.WORKBOOK_STUCK_AFTER_SECONDS)
+
+
+def heartbeat_stale_after() -> timedelta:
+    return timedelta(seconds=settings.WORKBOOK_HEARTBEAT_STALE_SECONDS)
+
+
+def _heartbeat_every() -> float:
+    return min(HEARTBEAT_EVERY, settings.WORKBOOK_HEARTBEAT_STALE_SECONDS / 5)
 
 
 # Upload
@@ -135,13 +147,50 @@ def _enqueue(task, *, upload_id: int, what: str) -> bool:
 
 
 def uploads_requeue_stuck(*, now=None) -> list[int]:
-    """Queue again the uploads queued or parsing with no progress for a
-    while (broker down at upload time, a worker killed mid-parse)."""
+    """Queue again the uploads no worker took for a while (broker down at
+    upload time), and restart the parses whose heartbeat stopped (a worker
+    killed mid-parse); the ids queued.
+
+    Only a run's heartbeat tells a lost run from a slow one: a queued
+    upload may wait behind others, so it is sent again only much later.
+    """
     now = now or timezone.now()
-    idle = WorkbookUpload.objects.filter(
-        status__in=WorkbookUpload.ACTIVE, updated_at__lt=now - stuck_after()
+    waiting = WorkbookUpload.objects.filter(
+        status=Status.QUEUED, updated_at__lt=now - stuck_after()
     )
-    return _requeue(idle, touch="updated_at", enqueue=upload_enqueue, now=now)
+    requeued = _requeue(waiting, touch="updated_at", enqueue=upload_enqueue, now=now)
+    # While parsing, updated_at is the run's heartbeat (see _Run).
+    lost = WorkbookUpload.objects.filter(
+        status=Status.PARSING, updated_at__lt=now - heartbeat_stale_after()
+    )
+    for upload_id, attempts in lost.order_by("pk").values_list("pk", "attempts")[:200]:
+        # Each write is conditional on the run being still silent and still
+        # the same attempt: a run that beat meanwhile is left alone.
+        run = lost.filter(pk=upload_id, attempts=attempts)
+        if _parse_restart(run, upload_id=upload_id, attempts=attempts, now=now):
+            requeued.append(upload_id)
+    return requeued
+
+
+def _parse_restart(lost, *, upload_id: int, attempts: int, now) -> bool:
+    """Queue a lost parse again, the page saying so meanwhile, or fail it
+    once it has had all its attempts (a workbook that kills its worker
+    would otherwise loop for ever). True when queued again."""
+    if attempts >= max_attempts():
+        message = (
+            f"The workbook could not be processed: the worker reading it was lost "
+            f"{attempts} times. Try uploading it again; if it keeps failing, contact support."
+        )
+        if lost.update(status=Status.FAILED, message=message, finished_at=now, updated_at=now):
+            logger.error("workbook upload %s: worker lost %s times; failed", upload_id, attempts)
+            live.upload_changed(upload_id)
+        return False
+    # Back to queued: the lost run's writes no longer match its fence.
+    if not lost.update(status=Status.QUEUED, updated_at=now):
+        return False
+    logger.warning("workbook upload %s: worker lost mid-parse; restarting", upload_id)
+    live.upload_changed(upload_id)
+    return upload_enqueue(upload_id=upload_id)
 
 
 def _requeue(idle, *, touch: str, enqueue, now) -> list[int]:
@@ -166,15 +215,23 @@ class _Run:
     Every write is conditional on the run's fencing token (`fence`: the
     parse's attempt number, the report's run id), so a run that was given
     up on can never overwrite a newer one. Each write also touches the
-    sign of life the sweeper reads. Progress is saved (and pushed) at most
-    every PROGRESS_EVERY seconds: a 500-row chunk parses in ~5 ms, and a
-    save and a push per chunk would cost more than the parse.
+    run's heartbeat (`touch`), which the sweeper reads: silent for
+    WORKBOOK_HEARTBEAT_STALE_SECONDS, the run's worker is taken for lost.
+    Progress is saved (and pushed) at most every PROGRESS_EVERY seconds: a
+    500-row chunk parses in ~5 ms, and a save and a push per chunk would
+    cost more than the parse.
+
+    Why beats come from the run's own loops (every row, and around each
+    long step) rather than from a thread: a thread would keep beating for a
+    run stuck for ever, and would need a database connection of its own.
     """
 
     upload_id: int
     fence: dict
     touch: str
     saved_at: float = -math.inf
+    beaten_at: float = field(default_factory=time.monotonic)
+    beat_every: float = field(default_factory=_heartbeat_every)
 
     @classmethod
     def parse(cls, upload: WorkbookUpload) -> "_Run":
@@ -189,6 +246,7 @@ class _Run:
 
     def update(self, **fields) -> bool:
         fields[self.touch] = timezone.now()
+        self.beaten_at = time.monotonic()
         rows = WorkbookUpload.objects.filter(pk=self.upload_id, **self.fence).update(**fields)
         return bool(rows)
 
@@ -205,6 +263,12 @@ class _Run:
             return
         self.saved_at = now
         self.save(**fields)
+
+    def beat(self) -> None:
+        """Tell the sweeper the run is alive; cheap enough to call per row
+        (it writes only every `beat_every` seconds, and tells no screen)."""
+        if time.monotonic() - self.beaten_at >= self.beat_every:
+            self.update()
 
 
 # Parsing run
@@ -282,7 +346,10 @@ def _parse_claim(upload_id: int) -> WorkbookUpload | None:
 def _parse(upload: WorkbookUpload, run: _Run) -> parsing.ParsedBatch:
     path = upload_path(upload)
     precheck.check_extension(upload.original_filename)
-    precheck.precheck(path, deep=True)
+    precheck.precheck(path, deep=True)  # inflates every part: seconds for a large file
+    run.beat()
+    index = parsing.MachineIndex.for_user(upload.uploader)
+    run.beat()
 
     def on_chunk(rows_done: int, rows_total: int | None) -> None:
         # Saved at chunk boundaries when the run's clock says so, and always at the last.
@@ -292,8 +359,9 @@ def _parse(upload: WorkbookUpload, run: _Run) -> parsing.ParsedBatch:
 
     return parsing.parse_workbook(
         path,
-        index=parsing.MachineIndex.for_user(upload.uploader),
+        index=index,
         on_chunk=on_chunk,
+        on_row=run.beat,
         max_messages=STORED_MESSAGES_LIMIT,
     )
 
@@ -386,8 +454,10 @@ def upload_report_path(upload: WorkbookUpload) -> Path | None:
 
 
 def _report_queued_fields(now) -> dict:
+    # No run holds it (report_run None) until a worker claims it.
     return {
         "report_status": ReportStatus.PREPARING,
+        "report_run": None,
         "report_rows_done": 0,
         "report_message": "",
         "report_attempts": 0,
@@ -412,13 +482,53 @@ def upload_report_request(*, upload: WorkbookUpload) -> bool:
 
 
 def upload_reports_requeue_stuck(*, now=None) -> list[int]:
-    """Queue again the reports preparing with no sign of life for a while
-    (broker down when queued, a worker killed mid-write)."""
+    """Queue again the reports no worker took for a while (broker down when
+    queued), and restart those whose run's heartbeat stopped (a worker
+    killed mid-write); the ids queued. As for parses (see
+    `uploads_requeue_stuck`)."""
     now = now or timezone.now()
-    idle = WorkbookUpload.objects.filter(
-        report_status=ReportStatus.PREPARING, report_updated_at__lt=now - stuck_after()
+    preparing = WorkbookUpload.objects.filter(report_status=ReportStatus.PREPARING)
+    waiting = preparing.filter(report_run=None, report_updated_at__lt=now - stuck_after())
+    requeued = _requeue(waiting, touch="report_updated_at", enqueue=upload_report_enqueue, now=now)
+    lost = preparing.filter(
+        report_run__isnull=False, report_updated_at__lt=now - heartbeat_stale_after()
     )
-    return _requeue(idle, touch="report_updated_at", enqueue=upload_report_enqueue, now=now)
+    for upload_id, run_id, attempts, path in lost.order_by("pk").values_list(
+        "pk", "report_run", "report_attempts", "report_path"
+    )[:200]:
+        run = lost.filter(pk=upload_id, report_run=run_id)  # still silent, still that run
+        if _report_restart(run, upload_id=upload_id, attempts=attempts, path=path, now=now):
+            requeued.append(upload_id)
+    return requeued
+
+
+def _report_restart(lost, *, upload_id: int, attempts: int, path: str, now) -> bool:
+    """Queue a lost report run again (no run holds it meanwhile, which the
+    page shows), or fail it once it has had all its attempts."""
+    if attempts >= max_attempts():
+        message = (
+            f"The report could not be prepared: the worker writing it was lost {attempts} "
+            "times. Try again later; if it keeps failing, contact support."
+        )
+        failed = lost.update(
+            report_status=ReportStatus.FAILED,
+            report_message=message,
+            report_path="",
+            report_run=None,
+            report_updated_at=now,
+        )
+        if failed:
+            if path:
+                (uploads_dir() / path).unlink(missing_ok=True)  # what the lost run left
+            logger.error("report of upload %s: worker lost %s times; failed", upload_id, attempts)
+            live.upload_changed(upload_id)
+        return False
+    # Its writes are fenced by report_run: the lost run can no longer write.
+    if not lost.update(report_run=None, report_updated_at=now):
+        return False
+    logger.warning("report of upload %s: worker lost mid-write; restarting", upload_id)
+    live.upload_changed(upload_id)
+    return upload_report_enqueue(upload_id=upload_id)
 
 
 def upload_report_build(*, upload_id: int) -> str | None:
@@ -501,12 +611,15 @@ def _report_write(upload: WorkbookUpload, run: _Run, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Created private (0600, like the upload) before a byte is written.
     target.touch(mode=0o600, exist_ok=False)
+    index = parsing.MachineIndex.for_user(upload.uploader)
+    run.beat()
     with open(target, "wb") as out:
         return writers.error_report_write(
             path=upload_path(upload),
-            index=parsing.MachineIndex.for_user(upload.uploader),
+            index=index,
             target=out,
             on_progress=lambda rows_done: run.progress(report_rows_done=rows_done),
+            on_row=run.beat,
         )
 
 

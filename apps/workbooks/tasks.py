@@ -33,5 +33,6 @@ def workbook_report_task(upload_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def workbooks_requeue_stuck() -> None:
+    # Beat, every WORKBOOK_SWEEP_EVERY_SECONDS: restarts runs whose worker was lost.
     services.uploads_requeue_stuck()
     services.upload_reports_requeue_stuck()

@@ -165,6 +165,7 @@ def error_report_write(
     index: parsing.MachineIndex,
     target,
     on_progress: Callable[[int], None] | None = None,
+    on_row: Callable[[], None] | None = None,
 ) -> int:
     """Write the report of the workbook at `path` to `target` (a path or a
     binary file): the uploaded rows, each with its status and messages,
@@ -172,9 +173,10 @@ def error_report_write(
 
     Written in write-only mode from a streaming check of the file, so a
     large upload never sits in memory whole. `on_progress(rows_written)` is
-    called every PROGRESS_ROWS rows.
+    called every PROGRESS_ROWS rows, `on_row()` after every row read (a
+    heartbeat, throttled by the caller).
     """
-    header, results = parsing.iter_row_results(path, index=index)
+    header, results = parsing.iter_row_results(path, index=index, on_row=on_row)
     workbook = Workbook(write_only=True)
     ws = workbook.create_sheet("Report")
     cells = _ReportCells(ws)
