@@ -57,12 +57,23 @@ class RowStatus:
     change: dict
     locks: list  # [(field, value, state)]
 
+    # A row's summary when it has no lock, or locks in different states.
+    NOT_REQUESTED = "not requested"
+    MIXED = "mixed"
+
     @property
     def state(self) -> str:
         states = {state for _, _, state in self.locks}
         if not states:
-            return "not requested"
-        return states.pop() if len(states) == 1 else "mixed"
+            return self.NOT_REQUESTED
+        return states.pop() if len(states) == 1 else self.MIXED
+
+    @property
+    def active(self) -> bool:
+        """A lock of the row still waits for the machine."""
+        from apps.control.models import PendingLock
+
+        return any(state in PendingLock.ACTIVE for _, _, state in self.locks)
 
 
 def upload_row_statuses(*, upload: WorkbookUpload) -> list[RowStatus]:
@@ -82,9 +93,6 @@ def upload_row_statuses(*, upload: WorkbookUpload) -> list[RowStatus]:
             if code in rows:
                 rows[code].locks.append((field, value, state))
     return sorted(rows.values(), key=lambda r: (len(r.machine), r.machine))
-
-
-ACTIVE_LOCK_STATES = ("inflight", "confirmed", "mixed")
 
 
 def upload_restarting(*, upload: WorkbookUpload, now=None) -> tuple[bool, bool]:
@@ -118,7 +126,7 @@ def upload_page(*, upload: WorkbookUpload) -> dict:
         # The page polls (a fallback to the live socket) while something moves.
         "polling": upload.is_active
         or upload.report_status == WorkbookUpload.ReportStatus.PREPARING
-        or any(r.state in ACTIVE_LOCK_STATES for r in rows),
+        or any(r.active for r in rows),
         "upload": upload,
         "errors": (upload.errors or [])[:SHOWN_MESSAGES],
         "warnings": (upload.warnings or [])[:SHOWN_MESSAGES],
