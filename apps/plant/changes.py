@@ -179,11 +179,10 @@ def gateway_delete(*, gateways, actor, host: str = "") -> None:
     """Delete gateways: their tokens stop working, as with a revoke."""
     with transaction.atomic():
         for gateway in gateways:
-            audit_record(
-                action="gateway_remove",
-                actor=actor,
-                host=host,
-                field="gateway",
-                old_value=gateway.name,
-            )
+            gateway_gone_audit("gateway_remove", gateway=gateway, actor=actor, host=host)
             gateway.delete()
+
+
+def gateway_gone_audit(action: str, *, gateway: Gateway, actor, host: str) -> None:
+    """A gateway's token stopped working (revoked or deleted)."""
+    audit_record(action=action, actor=actor, host=host, field="gateway", old_value=gateway.name)

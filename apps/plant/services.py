@@ -8,7 +8,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.live import push
 
-from .changes import gateway_machines_set, gateway_save
+from .changes import gateway_gone_audit, gateway_machines_set, gateway_save
 from .models import Gateway, Line, LineMembership, Machine, MachineStatus, Sensor
 
 DEFAULT_STATUSES = [
@@ -97,13 +97,7 @@ def gateway_revoke(*, gateway: Gateway, actor=None, host: str = "") -> None:
         if Gateway.objects.filter(pk=gateway.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         ):
-            audit_record(
-                action="gateway_revoke",
-                actor=actor,
-                host=host,
-                field="gateway",
-                old_value=gateway.name,
-            )
+            gateway_gone_audit("gateway_revoke", gateway=gateway, actor=actor, host=host)
     gateway.refresh_from_db()
 
 

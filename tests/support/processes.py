@@ -122,3 +122,21 @@ def celery_worker(*, purge: bool = True, **env):
     finally:
         stop(proc)
         log.close()
+
+
+@contextmanager
+def celery_beat(workdir: Path, **env):
+    """A real beat process, its schedule file and log under `workdir`."""
+    log = open(workdir / "celery-beat.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "celery"), "-A", "fleetops", "beat", "--schedule", str(workdir / "schedule")],
+        cwd=ROOT,
+        env=child_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+        log.close()

@@ -5,7 +5,6 @@ restarts it, and a new worker finishes it in seconds, not minutes."""
 import signal
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from openpyxl import Workbook
 
 from apps.workbooks import services
 from apps.workbooks.models import WorkbookUpload
-from tests.support.processes import BIN, ROOT, celery_worker, child_env, stop
+from tests.support.processes import celery_beat, celery_worker
 
 from .conftest import HEADER, as_upload
 from .test_worker import wait_until_final, wait_until_report_final
@@ -24,23 +23,6 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 # second: the defaults (30 s, 10 s) scaled down to keep the test short.
 FAST_SWEEP = {"WORKBOOK_HEARTBEAT_STALE_SECONDS": 5, "WORKBOOK_SWEEP_EVERY_SECONDS": 1}
 ROWS = 50_000
-
-
-@contextmanager
-def celery_beat(workdir: Path):
-    log = open(workdir / "celery-beat.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "fleetops", "beat", "--schedule", str(workdir / "schedule")],
-        cwd=ROOT,
-        env=child_env(**FAST_SWEEP),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        stop(proc)
-        log.close()
 
 
 def slow_workbook(path: Path) -> Path:
@@ -80,7 +62,7 @@ def test_a_worker_killed_mid_parse_then_mid_report_loses_nothing(
     book = slow_workbook(tmp_path / "slow.xlsx")
     stored = []
     try:
-        with celery_beat(tmp_path):
+        with celery_beat(tmp_path, **FAST_SWEEP):
             with celery_worker(**FAST_SWEEP) as first:
                 upload = services.upload_create(
                     uploader=operator1, file=as_upload(book), validate_only=True
