@@ -32,6 +32,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo_plant --if-empty
+	$(BIN)/python manage.py issue_demo_gateway
 	@echo
 	@echo "  FleetOps Live: http://$(HOST):$(PORT)/"
 	@echo "  Demo logins (password: $${FLEETOPS_DEMO_PASSWORD:-fleetops-demo}):"

@@ -15,24 +15,25 @@ import uuid
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from apps.plant.auth import bearer_token
 from apps.plant.selectors import gateway_for_token
 from apps.plant.services import gateway_touch
 
 from . import services
 
 
-def _bearer(scope) -> str:
+def _authorization(scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            kind, _, token = value.decode("latin-1").partition(" ")
-            if kind.lower() == "bearer":
-                return token.strip()
-    return ""
+            return value.decode("latin-1")
+    return None
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
     async def connect(self):
-        self.gateway = await database_sync_to_async(gateway_for_token)(token=_bearer(self.scope))
+        self.gateway = await database_sync_to_async(gateway_for_token)(
+            token=bearer_token(_authorization(self.scope))
+        )
         if self.gateway is None:
             await self.close()  # before accept: the handshake is refused (403)
             return

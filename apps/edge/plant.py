@@ -1,106 +1,122 @@
-"""What the gateway simulates, read from (or, for the demo, written to) the
-local database: the machines bound to a token and their sensor keys."""
+"""What the gateway simulates, as the server tells it.
 
+`GET /api/v1/gateway` with the gateway's token answers with the gateway's
+name and the machines the token is bound to, each with its sensors (key,
+unit, alert limits). The agent keeps no copy of the server's plant and never
+reads its database: a gateway on a far-away box runs the same way as the
+one `make run` starts beside the server.
+"""
+
+import http.client
+import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import DatabaseError
+from .sender import Backoff, Server
+from .simulator import SensorSpec
 
-from apps.plant.models import Gateway, Machine, Sensor
-from apps.plant.services import demo_sensor_specs, gateway_issue, gateway_revoke
-
-DEMO_GATEWAY = "simulator"
+GATEWAY_PATH = "/api/v1/gateway"
 
 
 @dataclass
 class GatewayPlant:
     name: str
-    machine_sensors: dict[str, list[str]]  # machine code -> sensor keys
+    machine_sensors: dict[str, list[SensorSpec]]  # machine code -> its sensors
 
 
 class PlantError(Exception):
-    pass
+    """The server's answer rules the run out: a refused token, unbound machines."""
 
 
-def _sensor_keys(codes: list[str]) -> dict[str, list[str]]:
-    keys: dict[str, list[str]] = {code: [] for code in codes}
-    # In the order they were created, which for the demo plant is spec order.
-    rows = Sensor.objects.filter(machine__code__in=codes).order_by("pk")
-    for code, key in rows.values_list("machine__code", "key"):
-        keys[code].append(key)
-    return keys
+class PlantUnavailable(Exception):
+    """No answer worth acting on yet (server down, starting, overloaded): ask again."""
 
 
-def _order(keys: list[str]) -> list[str]:
-    # speed and temp first, as in the demo plant, then the rest as created.
-    first = [k for k in ("speed", "temp") if k in keys]
-    return first + [k for k in keys if k not in first]
-
-
-def plant_for_token(
-    token: str, *, only: list[str] | None = None, sensors: int | None = None, name: str = ""
-) -> GatewayPlant:
-    """The machines the token is bound to (restricted to `only`) and their sensors.
-
-    When the database does not know the token (a gateway pointed at a remote
-    server), `only` names the machines and the demo sensor keys stand in.
-    """
-    gateway = None
-    try:
-        gateway = Gateway.objects.filter(
-            token_hash=Gateway.hash_token(token), revoked_at__isnull=True
-        ).first()
-        bound = sorted(gateway.machines.values_list("code", flat=True)) if gateway else []
-    except DatabaseError:
-        bound = []
-    if gateway:
-        codes = bound
-        if only:
-            unbound = sorted(set(only) - set(bound))
-            if unbound:
-                raise PlantError(f"machine(s) not bound to this token: {', '.join(unbound)}")
-            codes = [c for c in bound if c in set(only)]
-    elif only:
-        codes = list(only)
-    else:
-        raise PlantError(
-            "the local database does not know this token; name the machines with --machines"
-        )
-    try:
-        keys = _sensor_keys(codes)
-    except DatabaseError:
-        keys = {code: [] for code in codes}
-    fallback = [spec[0] for spec in demo_sensor_specs(sensors or 6)]
-    machine_sensors = {}
-    for code in codes:
-        ordered = _order(keys[code]) or fallback
-        machine_sensors[code] = ordered[:sensors] if sensors else ordered
+def plant_parse(document: dict) -> GatewayPlant:
     return GatewayPlant(
-        name=name or (gateway.name if gateway else "gateway"), machine_sensors=machine_sensors
+        name=str(document["name"]),
+        machine_sensors={
+            str(machine["code"]): [
+                SensorSpec(
+                    key=str(sensor["key"]),
+                    unit=str(sensor.get("unit") or ""),
+                    low_alert=sensor.get("low_alert"),
+                    high_alert=sensor.get("high_alert"),
+                )
+                for sensor in machine["sensors"]
+            ]
+            for machine in document["machines"]
+        },
     )
 
 
-def gateway_name(token: str) -> str:
-    """The name the local database knows the token by, or ''."""
-    if not token:
-        return ""
+def plant_fetch(server: str, token: str, *, timeout: float = 10.0) -> GatewayPlant:
+    """Ask the server once what this token's gateway reports for."""
+    address = Server.parse(server)
+    conn = address.connection(timeout)
+    path = address.base + GATEWAY_PATH
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     try:
-        gateway = Gateway.objects.filter(token_hash=Gateway.hash_token(token)).first()
-    except DatabaseError:
-        return ""
-    return gateway.name if gateway else ""
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        status, text = response.status, response.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise PlantUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        conn.close()
+    if status == 401:
+        raise PlantError("the server refused the gateway token (unknown or revoked)")
+    if status != 200:
+        raise PlantUnavailable(f"HTTP {status} from {path}")
+    try:
+        return plant_parse(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PlantError(f"unreadable answer from {path}: {exc!r}") from exc
 
 
-def demo_gateway_issue() -> tuple[str, str]:
-    """For `make run` only: a fresh token for every machine, as gateway `simulator`.
+def plant_wait(
+    server: str,
+    token: str,
+    *,
+    stopping: threading.Event,
+    backoff: Backoff,
+    out: Callable[[str], None],
+    timeout: float = 10.0,
+) -> GatewayPlant | None:
+    """Ask until the server answers, or None once `stopping` is set.
 
-    The previous `simulator` credential is revoked and renamed out of the way
-    (names are unique), so its audit trail stays and its token stops working.
+    Without the answer there is nothing to simulate; and a gateway may well
+    start before its server (`make run` starts both at once).
     """
-    machines = list(Machine.objects.all())
-    if not machines:
-        raise PlantError("the plant has no machines; run `manage.py seed_demo_plant` first")
-    for old in Gateway.objects.filter(name=DEMO_GATEWAY):
-        gateway_revoke(gateway=old)
-        Gateway.objects.filter(pk=old.pk).update(name=f"{DEMO_GATEWAY}-revoked-{old.pk}")
-    gateway, token = gateway_issue(name=DEMO_GATEWAY, machines=machines)
-    return gateway.name, token
+    while True:
+        try:
+            return plant_fetch(server, token, timeout=timeout)
+        except PlantUnavailable as exc:
+            delay = backoff.next_delay()
+            out(f"waiting for the server at {server} ({exc}); asking again in {delay:.1f}s")
+            if stopping.wait(delay):
+                return None
+
+
+def plant_select(
+    plant: GatewayPlant,
+    *,
+    only: list[str] | None = None,
+    sensors: int | None = None,
+    name: str = "",
+) -> GatewayPlant:
+    """The part of the plant to simulate: `only` these machines (all of them
+    bound to the token), at most `sensors` sensors each, under `name`."""
+    bound = plant.machine_sensors
+    if only:
+        unbound = sorted(set(only) - set(bound))
+        if unbound:
+            raise PlantError(f"machine(s) not bound to this token: {', '.join(unbound)}")
+    codes = [code for code in bound if not only or code in set(only)]
+    if not codes:
+        raise PlantError(f"gateway {plant.name!r}: its token is bound to no machine")
+    return GatewayPlant(
+        name=name or plant.name,
+        machine_sensors={code: bound[code][:sensors] if sensors else bound[code] for code in codes},
+    )

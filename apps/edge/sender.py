@@ -57,29 +57,41 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - now)
 
 
+@dataclass(frozen=True)
+class Server:
+    """Where --server points: http(s)://host[:port][/base]."""
+
+    scheme: str
+    host: str
+    port: int | None
+    base: str  # the path prefix, without a trailing slash
+
+    @classmethod
+    def parse(cls, server: str) -> "Server":
+        parts = urlsplit(server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--server must be an http(s) URL, got {server!r}")
+        return cls(parts.scheme, parts.hostname, parts.port, parts.path.rstrip("/"))
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        # http.client, not urllib: straight to the server, whatever $HTTP_PROXY says.
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout)
+
+
 class HttpSender:
     """POSTs gzip bodies over one kept-alive connection, reopened after any error."""
 
     def __init__(self, server: str, token: str, *, timeout: float = 10.0):
-        parts = urlsplit(server)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"--server must be an http(s) URL, got {server!r}")
-        self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port
-        self.path = parts.path.rstrip("/") + TELEMETRY_PATH
+        self.server = Server.parse(server)
+        self.path = self.server.base + TELEMETRY_PATH
         self.token = token
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = (
-                http.client.HTTPSConnection
-                if self.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            self._conn = cls(self.host, self.port, timeout=self.timeout)
+            self._conn = self.server.connection(self.timeout)
         return self._conn
 
     def close(self) -> None:

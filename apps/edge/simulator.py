@@ -3,14 +3,17 @@ sensors that drift, jitter and now and then spike around their nominal value.
 
 Pure and deterministic for a given seed: `Simulator.step(t)` advances the
 plant to `t` seconds after start and returns the frames of that instant.
+
+What it simulates comes from the server (plant.py): machine codes and each
+sensor's key, unit and alert limits. The physics is the device's own: the
+rated speed, which sensor families follow the load, what a "speed" sensor
+reads, and the states and modes the machine's controller knows.
 """
 
 import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-
-from apps.plant.services import SENSOR_FAMILIES, SPEED_SENSOR
 
 STATUSES = (
     "RUNNING",
@@ -25,11 +28,15 @@ MODES = ("RUN", "IDLE", "MAINTENANCE")
 # A machine in one of these is held by its safety chain: no remote setpoint moves it.
 CRITICAL_STATUSES = frozenset({"EMERGENCY_STOP", "FAULT", "MAINTENANCE_LOCK", "SAFETY_INTERLOCK"})
 
-NOMINAL = {key: nominal for key, _l, _u, _lo, _hi, nominal in [*SENSOR_FAMILIES, SPEED_SENSOR]}
-NOMINAL_SPEED = NOMINAL["speed"]
+NOMINAL_SPEED = 1500.0  # rpm: the rated speed the machines' setpoints spread around
 # Families whose value follows how hard the machine works (share at standstill).
 LOAD_FOLLOWING = {"vibration": 0.1, "current": 0.08, "torque": 0.05, "temp": 0.55, "flow": 0.3}
-DEFAULT_NOMINAL = 50.0
+DEFAULT_NOMINAL = 50.0  # for a sensor the server gives no limits
+
+# A machine code in the --fault and --offline options, which also hold colons.
+# The gateway's own copy of the shape (it imports nothing of the server); the
+# codes it may use are the ones the server lists for its token.
+MACHINE = r"m:[0-9]+"
 
 # How fast the speed falls in each stopping status, as a multiple of the ramp rate.
 STOP_RAMP = {"EMERGENCY_STOP": 20.0, "SAFETY_INTERLOCK": 20.0, "FAULT": 4.0}
@@ -38,6 +45,29 @@ STOP_RAMP = {"EMERGENCY_STOP": 20.0, "SAFETY_INTERLOCK": 20.0, "FAULT": 4.0}
 def sensor_family(key: str) -> str:
     """temp_03 -> temp; speed -> speed."""
     return re.sub(r"_\d+$", "", key)
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """A sensor as the server configures it (`GET /api/v1/gateway`)."""
+
+    key: str
+    unit: str = ""
+    low_alert: float | None = None
+    high_alert: float | None = None
+
+    @property
+    def nominal(self) -> float:
+        """Where a healthy sensor reads: well inside its alert limits, so the
+        demo raises alerts on spikes and faults, not all the time."""
+        low, high = self.low_alert, self.high_alert
+        if low is not None and high is not None:
+            return (low + high) / 2
+        if high is not None:
+            return high / 2
+        if low is not None:
+            return low * 4
+        return DEFAULT_NOMINAL
 
 
 @dataclass
@@ -127,7 +157,7 @@ class Fault:
     @classmethod
     def parse(cls, spec: str) -> "Fault":
         """m:402:EMERGENCY_STOP@20"""
-        match = re.fullmatch(r"(m:\d+):([A-Z_]+)@(\d+(?:\.\d+)?)", spec.strip())
+        match = re.fullmatch(rf"({MACHINE}):([A-Z_]+)@(\d+(?:\.\d+)?)", spec.strip())
         if not match or match[2] not in STATUSES:
             raise ValueError(
                 f"bad fault {spec!r}: expected MACHINE:STATUS@SECONDS, "
@@ -150,7 +180,7 @@ class Window:
     @classmethod
     def parse_machine(cls, spec: str) -> "Window":
         """m:401:30 (offline 30 s from the start) or m:401:30@10 (from t=10 s)."""
-        match = re.fullmatch(r"(m:\d+):(\d+(?:\.\d+)?)(?:@(\d+(?:\.\d+)?))?", spec.strip())
+        match = re.fullmatch(rf"({MACHINE}):(\d+(?:\.\d+)?)(?:@(\d+(?:\.\d+)?))?", spec.strip())
         if not match:
             raise ValueError(f"bad offline window {spec!r}: expected m:401:30 or m:401:30@10")
         return cls(float(match[3] or 0), float(match[2]), match[1])
@@ -192,7 +222,7 @@ class Simulator:
     @classmethod
     def build(
         cls,
-        machine_sensors: dict[str, list[str]],
+        machine_sensors: dict[str, list[SensorSpec | str]],
         *,
         started_at: datetime | None = None,
         ramp_rate: float = 150.0,
@@ -200,16 +230,14 @@ class Simulator:
         faults=(),
         offline=(),
     ) -> "Simulator":
+        """Machines from machine code -> sensors (a bare key is a sensor without limits)."""
         rng = random.Random(seed)
         machines = []
-        for code, keys in machine_sensors.items():
+        for code, specs in machine_sensors.items():
+            specs = [SensorSpec(spec) if isinstance(spec, str) else spec for spec in specs]
             sensors = [
-                SensorSignal(
-                    key=key,
-                    nominal=NOMINAL.get(sensor_family(key), DEFAULT_NOMINAL),
-                    bias=rng.uniform(-0.03, 0.03),
-                )
-                for key in keys
+                SensorSignal(key=spec.key, nominal=spec.nominal, bias=rng.uniform(-0.03, 0.03))
+                for spec in specs
             ]
             # Machines run at different setpoints: 1200-1800 rpm in steps of 100.
             target = NOMINAL_SPEED + 100 * rng.randint(-3, 3)

@@ -5,9 +5,9 @@ that forgets a check still cannot hand out another line's machines.
 """
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
-from .models import Gateway, Line, LineMembership, Machine, MachineStatus
+from .models import Gateway, Line, LineMembership, Machine, MachineStatus, Sensor
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -58,10 +58,33 @@ def critical_status_codes() -> frozenset[str]:
     return frozenset(MachineStatus.objects.filter(is_critical=True).values_list("code", flat=True))
 
 
-def gateway_for_token(*, token: str) -> Gateway | None:
+def gateway_for_token(*, token: str | None) -> Gateway | None:
     """The active gateway holding this token, or None (unknown or revoked)."""
     if not token:
         return None
     return Gateway.objects.filter(
         token_hash=Gateway.hash_token(token), revoked_at__isnull=True
     ).first()
+
+
+def gateway_machine_list(*, gateway: Gateway) -> list[dict]:
+    """What a gateway reports for: its machines, each with its sensors in the
+    order they were configured (the demo plant's speed and temp first) and
+    the limits the alerts use, so a simulator can read within them."""
+    sensors = Prefetch("sensors", queryset=Sensor.objects.order_by("pk"))
+    machines = gateway.machines.order_by("code").prefetch_related(sensors)
+    return [
+        {
+            "code": machine.code,
+            "sensors": [
+                {
+                    "key": sensor.key,
+                    "unit": sensor.unit,
+                    "low_alert": sensor.low_alert,
+                    "high_alert": sensor.high_alert,
+                }
+                for sensor in machine.sensors.all()
+            ],
+        }
+        for machine in machines
+    ]

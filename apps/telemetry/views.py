@@ -1,7 +1,7 @@
 """The device API: thin views, auth and HTTP only; validation, storage
 and reads live in validation.py, services.py and selectors.py.
 
-Both endpoints are exempt from the login redirect (they answer 401 as
+Every endpoint is exempt from the login redirect (they answer 401 as
 JSON) and the ingest from CSRF: a bearer token is not a cookie, so there
 is nothing for a cross-site form to ride on.
 """
@@ -16,8 +16,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.plant.auth import bearer_token
 from apps.plant.models import Gateway, Machine
-from apps.plant.selectors import gateway_for_token, line_can_view
+from apps.plant.selectors import gateway_for_token, gateway_machine_list, line_can_view
 from apps.plant.services import gateway_touch
 
 from .selectors import gateway_may_read_machine, machine_latest
@@ -34,13 +35,7 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
 def _bearer(request: HttpRequest) -> str | None:
-    """The bearer token, "" when the header is there but not a bearer
-    token, None when there is no Authorization header at all."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return bearer_token(request.headers.get("Authorization"))
 
 
 def _unauthorized(message: str, *, token_sent: bool) -> JsonResponse:
@@ -146,6 +141,18 @@ def machine_latest_detail(request: HttpRequest, code: str) -> JsonResponse:
             status=403,
         )
     return JsonResponse(machine_latest(machine=machine))
+
+
+@login_not_required
+@require_GET
+def gateway_detail(request: HttpRequest) -> JsonResponse:
+    """Who the token belongs to and what it reports for: the gateway's
+    machines and their sensors, so a gateway needs no local plant copy."""
+    gateway, error = _gateway(request)
+    if error:
+        return error
+    gateway_touch(gateway=gateway)
+    return JsonResponse({"name": gateway.name, "machines": gateway_machine_list(gateway=gateway)})
 
 
 @functools.cache

@@ -1,8 +1,11 @@
-"""A stand-in for the telemetry endpoint, served in-process on 127.0.0.1.
+"""A stand-in for the device API, served in-process on 127.0.0.1.
 
-It answers from a script (status, body, headers) and then with 202, stores
-each batch id once like the real endpoint, and can be stopped and started
-again on the same port to play a link that goes down and comes back.
+Telemetry POSTs are answered from a script (status, body, headers) and then
+with 202, each batch id stored once like the real endpoint. `GET
+/api/v1/gateway` answers with `plant` (404 while it is None, 401 once
+`token_refused` is set). The server
+can be stopped and started again on the same port to play a link that goes
+down and comes back.
 """
 
 import gzip
@@ -26,6 +29,9 @@ class FakeTelemetryServer:
         self.requests: list[dict] = []  # every payload received, in order
         self.headers: list[dict] = []
         self.stored: dict[str, list[dict]] = {}  # batch id -> frames, each stored once
+        self.plant: dict | None = None  # the answer to GET /api/v1/gateway
+        self.plant_headers: list[dict] = []
+        self.token_refused = False  # answer GET /api/v1/gateway 401, as for a revoked token
         self.lock = threading.Lock()
         self._httpd = None
         self._thread = None
@@ -53,6 +59,20 @@ class FakeTelemetryServer:
                 self.stored.setdefault(payload["batch_id"], payload["frames"])
                 status, headers = 202, {}
                 body = {"accepted": len(payload["frames"]), "duplicate": duplicate}
+        self._respond(handler, status, body, headers)
+
+    def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.plant_headers.append(dict(handler.headers))
+            plant, refused = self.plant, self.token_refused
+        if refused:
+            self._respond(handler, 401, {"error": "unauthorized"}, {})
+        elif handler.path == "/api/v1/gateway" and plant is not None:
+            self._respond(handler, 200, plant, {})
+        else:
+            self._respond(handler, 404, {"error": "not_found"}, {})
+
+    def _respond(self, handler, status: int, body: dict, headers: dict) -> None:
         data = json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
@@ -87,6 +107,9 @@ class FakeTelemetryServer:
 
             def do_POST(self):  # noqa: N802
                 server._handle(self)
+
+            def do_GET(self):  # noqa: N802
+                server._handle_get(self)
 
             def log_message(self, *args):
                 pass

@@ -15,7 +15,7 @@ from apps.control.models import ControlTransaction, PendingLock
 from apps.control.services import setpoint_request
 from apps.edge.agent import Agent
 from apps.edge.commands import CommandChannel
-from apps.edge.plant import plant_for_token
+from apps.edge.plant import PlantError, plant_fetch
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import Backoff, HttpSender
 from apps.edge.simulator import Simulator
@@ -39,9 +39,6 @@ def until(predicate, timeout: float, what: str):
 def test_it_applies_an_operator_setpoint_from_the_real_server(plant, operator1, tmp_path):
     m401 = plant.machines["m:401"]
     gateway, token = gateway_issue(name="edge-cmd", machines=[m401, plant.machines["m:402"]])
-    bound = plant_for_token(token)
-    simulator = Simulator.build(bound.machine_sensors, started_at=datetime.now(UTC), seed=3)
-    simulator.set_target_speed("m:401", 1500)  # whatever the seed chose: not 1200
     # With the in-memory channel layer (embedded profile) this process cannot
     # reach daphne's consumers: the command then goes out as a pending one
     # when the gateway connects. With Redis it is pushed to the open socket.
@@ -49,6 +46,12 @@ def test_it_applies_an_operator_setpoint_from_the_real_server(plant, operator1, 
 
     lines = []
     with daphne_server() as (url, _proc):
+        with pytest.raises(PlantError, match="refused the gateway token"):
+            plant_fetch(url, "fo_not-a-token")
+        bound = plant_fetch(url, token)
+        simulator = Simulator.build(bound.machine_sensors, started_at=datetime.now(UTC), seed=3)
+        simulator.set_target_speed("m:401", 1500)  # whatever the seed chose: not 1200
+
         refused = CommandChannel(url, "fo_not-a-token", auth_wait=30, open_timeout=5)
         refused.start(None)
         until(lambda: refused.auth_failed, 10, "the unknown token to be refused")

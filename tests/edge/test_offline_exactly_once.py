@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from apps.edge.agent import Agent
-from apps.edge.plant import plant_for_token
+from apps.edge.plant import plant_fetch
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import Answer, Backoff, HttpSender, Outcome
 from apps.edge.simulator import Fault, Simulator, Window
@@ -36,10 +36,10 @@ class AckLosingSender:
 def test_it_delivers_every_frame_exactly_once_after_an_outage(plant, tmp_path):
     machines = [plant.machines["m:401"], plant.machines["m:402"]]
     gateway, token = gateway_issue(name="edge-it", machines=machines)
-    bound = plant_for_token(token)
-    assert bound.name == "edge-it" and sorted(bound.machine_sensors) == ["m:401", "m:402"]
     lines = []
     with daphne_server() as (url, _proc):
+        bound = plant_fetch(url, token)
+        assert bound.name == "edge-it" and sorted(bound.machine_sensors) == ["m:401", "m:402"]
         sender = AckLosingSender(HttpSender(url, token, timeout=10))
         queue = OfflineQueue(tmp_path / "edge-it.sqlite3")
         agent = Agent(
@@ -74,5 +74,5 @@ def test_it_delivers_every_frame_exactly_once_after_an_outage(plant, tmp_path):
     assert frames.values("machine_id", "ts").distinct().count() == 50
     assert set(frames.values_list("status", flat=True)) == {"RUNNING", "EMERGENCY_STOP"}
     sample = frames.filter(machine_id=machines[0].pk).order_by("ts").last()
-    assert set(sample.readings) == set(bound.machine_sensors["m:401"])
+    assert set(sample.readings) == {spec.key for spec in bound.machine_sensors["m:401"]}
     assert any(line.startswith("drained: ") for line in lines)

@@ -2,19 +2,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.edge.plant import plant_wait
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import HttpSender
-from apps.plant.models import Gateway
 from apps.plant.services import demo_sensor_specs, gateway_issue
 from tests.support.processes import ROOT
 
 from .fake_gateway import FakeGatewayServer
+from .fake_server import FakeTelemetryServer
 from .support import command
 
 
@@ -24,10 +26,20 @@ def run(*args):
     return out.getvalue(), err.getvalue()
 
 
+def gateway_answer(client, token: str) -> dict:
+    """What the real server's GET /api/v1/gateway says for this token."""
+    response = client.get("/api/v1/gateway", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    return response.json()
+
+
 @pytest.fixture
-def token(plant):
+def token(plant, server, client):
+    """gw-7, bound to m:401, m:402 and m:501; the fake server answers for it
+    as the real one does."""
     machines = [plant.machines["m:401"], plant.machines["m:402"], plant.machines["m:501"]]
     _gateway, token = gateway_issue(name="gw-7", machines=machines)
+    server.plant = gateway_answer(client, token)
     return token
 
 
@@ -45,7 +57,47 @@ def test_it_simulates_the_machines_bound_to_its_token(server, token, tmp_path):
     statuses = [f["status"] for f in frames if f["machine"] == "m:402"]
     assert statuses == ["RUNNING", "RUNNING", "EMERGENCY_STOP", "EMERGENCY_STOP", "EMERGENCY_STOP"]
     assert server.headers[0]["Authorization"] == f"Bearer {token}"
+    assert server.plant_headers[0]["Authorization"] == f"Bearer {token}"
     assert "delivered 10 frames" in out and "0 batches still queued" in out
+
+
+def test_it_takes_the_token_from_a_file(server, token, tmp_path):
+    (tmp_path / "gw-7.token").write_text(f"{token}\n")
+    out, _ = run(
+        *("--token-file", str(tmp_path / "gw-7.token"), "--server", server.url),
+        *("--queue", str(tmp_path / "q.sqlite3"), "--machines", "m:401"),
+        *"--rate 10 --duration 0.2 --no-commands".split(),
+    )
+    assert server.headers[0]["Authorization"] == f"Bearer {token}"
+    assert "delivered 2 frames" in out
+
+
+def test_it_waits_for_a_server_that_starts_after_it(token, tmp_path, client):
+    """`make run` starts the gateway and the server together: start order must not matter."""
+    late = FakeTelemetryServer()
+    late.plant = gateway_answer(client, token)
+    starter = threading.Timer(0.6, late.start)
+    starter.start()
+    try:
+        out, _ = run(
+            *("--token", token, "--server", late.url, "--queue", str(tmp_path / "q.sqlite3")),
+            *"--machines m:401 --rate 10 --duration 0.3 --backoff-cap 0.2 --no-commands".split(),
+        )
+    finally:
+        starter.join()
+        late.stop()
+    assert f"waiting for the server at {late.url}" in out
+    assert "Gateway gw-7: 1 machines, 6 sensors" in out
+    assert "delivered 3 frames" in out
+
+
+def test_it_stops_when_the_server_refuses_its_token(server, tmp_path):
+    server.token_refused = True
+    with pytest.raises(CommandError, match="refused the gateway token"):
+        run(
+            *("--token", "fo_revoked", "--server", server.url),
+            *("--queue", str(tmp_path / "q.sqlite3"), "--duration", "0"),
+        )
 
 
 def test_it_takes_the_token_from_the_environment(server, token, tmp_path, monkeypatch):
@@ -67,20 +119,26 @@ def test_it_lists_quarantined_batches(token, tmp_path):
     assert "too_large" in out
 
 
-def test_it_issues_itself_a_demo_token_and_revokes_the_previous_one(server, plant, tmp_path):
-    old, old_token = gateway_issue(name="simulator", machines=[plant.machines["m:401"]])
+def test_it_runs_as_the_demo_gateway_with_the_token_the_server_wrote(
+    server, plant, client, settings, tmp_path
+):
+    settings.VAR_DIR = tmp_path
+    call_command("issue_demo_gateway", stdout=StringIO())
+    token = (tmp_path / "edge" / "simulator.token").read_text().strip()
+    server.plant = gateway_answer(client, token)
     out, _ = run(
         *("--demo", "--server", server.url, "--queue", str(tmp_path / "q.sqlite3")),
-        *"--duration 0.1 --rate 10".split(),
+        *"--duration 0.1 --rate 10 --no-commands".split(),
     )
-    old.refresh_from_db()
-    assert old.revoked_at is not None and old.name == f"simulator-revoked-{old.pk}"
-    new = Gateway.objects.get(name="simulator")
-    assert new.is_active and new.machines.count() == 12
-    sent = server.headers[0]["Authorization"].removeprefix("Bearer ")
-    assert sent != old_token and Gateway.hash_token(sent) == new.token_hash
+    assert server.headers[0]["Authorization"] == f"Bearer {token}"
     assert "Gateway simulator: 12 machines, 72 sensors" in out
     assert len(server.stored["simulator:000001"]) == 12
+
+
+def test_it_asks_for_issue_demo_gateway_when_the_demo_token_is_missing(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    with pytest.raises(CommandError, match="run `manage.py issue_demo_gateway` first"):
+        run("--demo", "--duration", "0")
 
 
 @pytest.mark.parametrize(
@@ -93,15 +151,19 @@ def test_it_issues_itself_a_demo_token_and_revokes_the_previous_one(server, plan
         (["--server", "ftp://plant"], "must be an http"),
     ],
 )
-def test_it_refuses_bad_options(token, tmp_path, args, message):
+def test_it_refuses_bad_options(server, token, tmp_path, args, message):
     if args:
-        args = ["--token", token, *args]
+        args = ["--token", token, "--server", server.url, *args]
     with pytest.raises(CommandError, match=message):
         run(*args, "--queue", str(tmp_path / "q.sqlite3"), "--duration", "0")
+    assert not server.requests  # nothing was sent
 
 
-def test_it_stops_cleanly_on_sigterm_and_keeps_its_queue(down_url, tmp_path):
-    """A gateway far from the server: its database knows nothing, --machines says what to run."""
+def test_it_stops_cleanly_on_sigterm_and_keeps_its_queue(server, tmp_path):
+    """A gateway far from the server, with an empty database of its own: the
+    server says what to run, then answers 503 to every batch."""
+    server.plant = {"name": "gw-far", "machines": [{"code": "m:401", "sensors": []}]}
+    server.answer(503, {"error": "unavailable"}, times=10_000)
     path = tmp_path / "q.sqlite3"
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
     proc = subprocess.Popen(
@@ -111,10 +173,8 @@ def test_it_stops_cleanly_on_sigterm_and_keeps_its_queue(down_url, tmp_path):
             "run_gateway",
             "--token",
             "fo_unknown-to-this-db",
-            "--machines",
-            "m:401",
             "--server",
-            down_url,
+            server.url,
             "--queue",
             str(path),
             "--rate",
@@ -152,12 +212,16 @@ def queue_depth(path) -> int:
 
 @pytest.fixture
 def telemetry_to(monkeypatch):
-    """Telemetry to the fake HTTP server, commands to --server (the fake gateway socket)."""
+    """Telemetry and the plant from the fake HTTP server, commands to --server
+    (the fake gateway socket)."""
     from apps.edge.management.commands import run_gateway
 
     def point(url):
         monkeypatch.setattr(
             run_gateway, "HttpSender", lambda _server, token: HttpSender(url, token, timeout=2)
+        )
+        monkeypatch.setattr(
+            run_gateway, "plant_wait", lambda _server, token, **kw: plant_wait(url, token, **kw)
         )
 
     return point

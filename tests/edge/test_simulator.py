@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from apps.edge.simulator import MODES, NOMINAL, STATUSES, Fault, Simulator, Window, sensor_family
+from apps.edge.simulator import MODES, STATUSES, Fault, SensorSpec, Simulator, Window
 
 from .support import T0
 
@@ -35,8 +35,34 @@ def test_it_emits_frames_in_the_shape_of_the_contract():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", frame["ts"])
 
 
+# As the server configures them: both limits, only a high one, only a low one, none.
+SPECS = [
+    SensorSpec("speed", "rpm", None, 3100.0),
+    SensorSpec("temp", "°C", 5.0, 95.0),
+    SensorSpec("vibration", "mm/s", None, 7.1),
+    SensorSpec("pressure_01", "bar", 1.0, 9.0),
+    SensorSpec("current_01", "A", None, 40.0),
+    SensorSpec("voltage_01", "V", 360.0, 440.0),
+    SensorSpec("flow_01", "l/min", 5.0, None),
+    SensorSpec("humidity_01", "%", None, 80.0),
+    SensorSpec("torque_01", "N·m", None, 250.0),
+    SensorSpec("mystery"),
+]
+
+
+def test_it_reads_inside_the_alert_limits_the_server_configured():
+    sim = Simulator.build({"m:401": SPECS}, started_at=T0, seed=2)
+    steady = run(sim, 300)[-100:]  # at speed by now
+    for spec in SPECS[1:]:
+        series = [frames[0]["readings"][spec.key] for frames in steady]
+        mean = sum(series) / len(series)
+        assert spec.low_alert is None or mean > spec.low_alert, spec
+        assert spec.high_alert is None or mean < spec.high_alert, spec
+
+
 def test_it_keeps_readings_within_plausible_bounds_of_their_nominal():
-    sim = Simulator.build({f"m:{400 + i}": KEYS for i in range(1, 5)}, started_at=T0, seed=2)
+    specs = {spec.key: spec for spec in SPECS}
+    sim = Simulator.build({f"m:{400 + i}": SPECS for i in range(1, 5)}, started_at=T0, seed=2)
     values = {}
     for frames in run(sim, 300):
         for frame in frames:
@@ -45,7 +71,7 @@ def test_it_keeps_readings_within_plausible_bounds_of_their_nominal():
     for key, series in values.items():
         if key == "speed":
             continue
-        nominal = NOMINAL.get(sensor_family(key), 50.0)
+        nominal = specs[key].nominal
         assert min(series) >= 0, key
         assert max(series) <= 1.5 * nominal, key
         steady = series[-100:]  # all machines at speed by now

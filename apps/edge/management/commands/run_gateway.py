@@ -1,21 +1,25 @@
 import os
 import signal
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.edge.agent import Agent
-from apps.edge.plant import (
-    DEMO_GATEWAY,
-    PlantError,
-    demo_gateway_issue,
-    gateway_name,
-    plant_for_token,
-)
+from apps.edge.plant import GatewayPlant, PlantError, plant_select, plant_wait
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import Backoff, HttpSender
 from apps.edge.simulator import Fault, Simulator, Window
+
+# `manage.py issue_demo_gateway` (a plant command, run on the server) writes
+# the demo gateway's token here; `--demo` reads it.
+DEMO_GATEWAY = "simulator"
+
+
+def demo_token_file() -> Path:
+    return settings.VAR_DIR / "edge" / f"{DEMO_GATEWAY}.token"
 
 
 def _codes(value: str) -> list[str]:
@@ -31,8 +35,8 @@ def _parsed(parse, specs):
 
 class Command(BaseCommand):
     help = (
-        "Run the edge gateway agent: simulate the machines bound to a token at 1 Hz and "
-        "deliver their frames to the server through a durable offline queue."
+        "Run the edge gateway agent: ask the server which machines the token is bound to, "
+        "simulate them at 1 Hz and deliver their frames through a durable offline queue."
     )
 
     def add_arguments(self, parser):
@@ -43,10 +47,15 @@ class Command(BaseCommand):
             help="gateway token (default: $FLEETOPS_GATEWAY_TOKEN)",
         )
         parser.add_argument(
+            "--token-file",
+            default="",
+            help="read the token from this file (kept off the command line and out of ps)",
+        )
+        parser.add_argument(
             "--demo",
             action="store_true",
-            help=f"local development only: issue a fresh token for every machine as gateway "
-            f"{DEMO_GATEWAY!r} (revoking the previous one)",
+            help=f"local development only: the token of gateway {DEMO_GATEWAY!r} that "
+            f"`manage.py issue_demo_gateway` wrote to {demo_token_file()}",
         )
         parser.add_argument("--name", default="", help="gateway name used in batch ids")
         parser.add_argument("--machines", default="", help="only these, e.g. m:401,m:402")
@@ -142,60 +151,97 @@ class Command(BaseCommand):
     def _queue_path(self, options, name: str) -> str:
         return options["queue"] or str(settings.VAR_DIR / "edge" / f"{name}.sqlite3")
 
-    def handle(self, *args, **o):
-        if o["show_quarantine"]:
-            name = o["name"] or (not o["demo"] and gateway_name(o["token"])) or DEMO_GATEWAY
-            return self._show_quarantine(self._queue_path(o, name))
-
-        token = o["token"]
-        if o["demo"]:
+    def _token(self, o) -> str:
+        token_file = o["token_file"] or (demo_token_file() if o["demo"] else None)
+        if token_file is None:
+            token = o["token"]
+        else:
             try:
-                _name, token = demo_gateway_issue()
-            except PlantError as exc:
-                raise CommandError(str(exc)) from exc
-            self.stdout.write(
-                f"Demo gateway {DEMO_GATEWAY!r} issued a fresh token ({token[:10]}…)."
-            )
+                token = Path(token_file).read_text().strip()
+            except OSError as exc:
+                hint = " (run `manage.py issue_demo_gateway` first)" if o["demo"] else ""
+                raise CommandError(f"cannot read the token file {token_file}{hint}: {exc}") from exc
         if not token:
-            raise CommandError("no token: pass --token, set FLEETOPS_GATEWAY_TOKEN, or use --demo")
+            raise CommandError(
+                "no token: pass --token or --token-file, set FLEETOPS_GATEWAY_TOKEN, or use --demo"
+            )
+        return token
+
+    def _checked(self, o, token: str) -> dict:
+        """Everything the options say, refused before the first network call."""
         if o["rate"] <= 0:
             raise CommandError("--rate must be positive")
         try:
-            plant = plant_for_token(
-                token, only=_codes(o["machines"]), sensors=o["sensors"], name=o["name"]
+            return {
+                "faults": _parsed(Fault.parse, o["fault"]),
+                "offline": _parsed(Window.parse_machine, o["offline"]),
+                "link_offline": _parsed(Window.parse_link, o["link_offline"]),
+                "sender": HttpSender(o["server"], token),
+                "channels": [] if o["no_commands"] else [self._command_channel(o, token)],
+            }
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _plant(self, o, token: str, stopping: threading.Event) -> GatewayPlant | None:
+        try:
+            plant = plant_wait(
+                o["server"],
+                token,
+                stopping=stopping,
+                backoff=Backoff(cap=o["backoff_cap"]),
+                out=self.stdout.write,
+            )
+            if plant is None:
+                return None
+            return plant_select(
+                plant, only=_codes(o["machines"]), sensors=o["sensors"], name=o["name"]
             )
         except PlantError as exc:
             raise CommandError(str(exc)) from exc
+
+    def handle(self, *args, **o):
+        if o["show_quarantine"]:
+            return self._show_quarantine(self._queue_path(o, self._quarantine_name(o)))
+        token = self._token(o)
+        checked = self._checked(o, token)
+        stopping = threading.Event()
+        agents: list[Agent] = []
+
+        def on_signal(signum, _frame):
+            self.stdout.write(
+                f"{signal.Signals(signum).name}: stopping after the current send; "
+                "queued batches stay on disk."
+            )
+            stopping.set()
+            for agent in agents:
+                agent.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            plant = self._plant(o, token, stopping)
+            if plant is not None:
+                agents.append(self._agent(o, plant, checked))
+                if not stopping.is_set():
+                    self._run(o, agents[0], checked)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            checked["sender"].close()
+
+    def _agent(self, o, plant: GatewayPlant, checked: dict) -> Agent:
         try:
             simulator = Simulator.build(
                 plant.machine_sensors,
                 started_at=datetime.now(UTC),
                 ramp_rate=o["ramp_rate"],
                 seed=o["seed"],
-                faults=_parsed(Fault.parse, o["fault"]),
-                offline=_parsed(Window.parse_machine, o["offline"]),
+                faults=checked["faults"],
+                offline=checked["offline"],
             )
-            sender = HttpSender(o["server"], token)
-            channels = [] if o["no_commands"] else [self._command_channel(o, token)]
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-
         queue_path = self._queue_path(o, plant.name)
         queue = OfflineQueue(queue_path, max_rows=o["max_rows"])
-        agent = Agent(
-            name=plant.name,
-            simulator=simulator,
-            queue=queue,
-            sender=sender,
-            rate=o["rate"],
-            max_frames=o["max_frames"],
-            drain_chunk=o["drain_chunk"],
-            backoff=Backoff(cap=o["backoff_cap"]),
-            link_offline=_parsed(Window.parse_link, o["link_offline"]),
-            out=lambda line: self.stdout.write(line),
-            progress_every=o["progress_every"],
-            channels=channels,
-        )
         stats = queue.stats()
         sensors = sum(len(keys) for keys in plant.machine_sensors.values())
         self.stdout.write(
@@ -204,29 +250,32 @@ class Command(BaseCommand):
             f"({stats['queued_batches']} batches waiting, "
             f"{stats['quarantined_batches']} quarantined)."
         )
+        return Agent(
+            name=plant.name,
+            simulator=simulator,
+            queue=queue,
+            sender=checked["sender"],
+            rate=o["rate"],
+            max_frames=o["max_frames"],
+            drain_chunk=o["drain_chunk"],
+            backoff=Backoff(cap=o["backoff_cap"]),
+            link_offline=checked["link_offline"],
+            out=lambda line: self.stdout.write(line),
+            progress_every=o["progress_every"],
+            channels=checked["channels"],
+        )
+
+    def _run(self, o, agent: Agent, checked: dict) -> None:
+        channels = checked["channels"]
         if channels:
             channel = channels[0]
             delay = f", after {o['command_delay']:g}s" if o["command_delay"] else ""
             self.stdout.write(f"Commands: {channel.mode}{delay} <- {channel.url}")
         else:
             self.stdout.write("Commands: off (--no-commands)")
-
-        def on_signal(signum, _frame):
-            self.stdout.write(
-                f"{signal.Signals(signum).name}: stopping after the current send; "
-                "queued batches stay on disk."
-            )
-            agent.stop()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            counters = agent.run(duration=o["duration"], drain_timeout=o["drain_timeout"])
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            sender.close()
-        stats = queue.stats()
-        queue.close()
+        counters = agent.run(duration=o["duration"], drain_timeout=o["drain_timeout"])
+        stats = agent.queue.stats()
+        agent.queue.close()
         self.stdout.write(
             f"Stopped: produced {counters.produced_frames} frames in {counters.produced_batches} "
             f"batches, delivered {counters.accepted_frames} frames "
@@ -243,6 +292,13 @@ class Command(BaseCommand):
             )
         if counters.dropped_frames or stats["quarantined_batches"]:
             self.stderr.write("Some data did not reach the server: see the counts above.")
+
+    def _quarantine_name(self, o) -> str:
+        if o["name"] or o["demo"]:
+            return o["name"] or DEMO_GATEWAY
+        if not o["queue"]:
+            raise CommandError("--show-quarantine needs --queue, --name or --demo")
+        return ""
 
     def _show_quarantine(self, path: str) -> None:
         queue = OfflineQueue(path)
