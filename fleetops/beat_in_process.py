@@ -74,6 +74,8 @@ class BeatInProcess:
 
     async def __call__(self, scope, receive, send):
         if self._task is None:
+            # A line per task every 2 s would bury the server's own log.
+            logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
             self._task = asyncio.get_running_loop().create_task(
                 beat_run(settings.CELERY_BEAT_SCHEDULE)
             )
