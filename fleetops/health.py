@@ -1,7 +1,9 @@
 """`/healthz`: is each part this process depends on reachable?
 
 Monitoring reads the JSON and the status code (503 when any part is
-down), so every probe is bounded in time and never raises.
+down), so every probe is bounded in time and never raises. The gateways'
+clock offsets ride along as detail: a fast gateway clock is for an
+operator to fix, not a reason to take this process out of rotation.
 """
 
 import asyncio
@@ -14,6 +16,8 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
+
+from apps.plant.models import Gateway
 
 
 def _probe(check) -> dict:
@@ -60,6 +64,28 @@ def _broker():
     return app.conf.broker_url.split("@")[-1]
 
 
+def _gateway_clocks():
+    """The clock offsets of the gateways in use, for monitoring to alert
+    on; a gateway's clock is not a part this process depends on, so it
+    never turns /healthz into a 503."""
+    offsets = dict(
+        Gateway.objects.filter(revoked_at__isnull=True, clock_offset_s__isnull=False).values_list(
+            "name", "clock_offset_s"
+        )
+    )
+    worst = max(offsets.values(), key=abs, default=None)
+    return {
+        "gateways": len(offsets),
+        "worst_offset_s": worst,
+        # name -> offset (s), negative when the clock is ahead.
+        "skewed": {name: s for name, s in offsets.items() if abs(s) > Gateway.CLOCK_WARN_S},
+    }
+
+
+# Parts whose failure means this process cannot serve: these decide the 503.
+REQUIRED = ("database", "channel_layer", "broker")
+
+
 @login_not_required
 @never_cache
 def healthz(request):
@@ -67,6 +93,7 @@ def healthz(request):
         "database": _probe(_database),
         "channel_layer": _probe(_channel_layer),
         "broker": _probe(_broker),
+        "gateway_clocks": _probe(_gateway_clocks),
     }
-    ok = all(c["ok"] for c in checks.values())
+    ok = all(checks[name]["ok"] for name in REQUIRED)
     return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)

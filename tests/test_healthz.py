@@ -1,4 +1,8 @@
 import pytest
+from django.utils import timezone
+
+from apps.plant.models import Gateway
+from apps.plant.services import gateway_issue
 
 
 def test_it_reports_every_part_reachable(client, db):
@@ -6,7 +10,7 @@ def test_it_reports_every_part_reachable(client, db):
     assert response.status_code == 200
     body = response.json()
     assert body["ok"] is True
-    assert set(body["checks"]) == {"database", "channel_layer", "broker"}
+    assert set(body["checks"]) == {"database", "channel_layer", "broker", "gateway_clocks"}
     assert all(check["ok"] for check in body["checks"].values())
 
 
@@ -46,6 +50,26 @@ def test_it_reports_an_unreachable_channel_layer(client, db, settings):
         channel_layers.backends.clear()
     assert response.status_code == 503
     assert response.json()["checks"]["channel_layer"]["ok"] is False
+
+
+def test_it_lists_the_gateways_whose_clock_is_off_without_failing(client, db, plant):
+    ahead, _ = gateway_issue(name="gw-fast", machines=[])
+    fine, _ = gateway_issue(name="gw-fine", machines=[])
+    revoked, _ = gateway_issue(name="gw-gone", machines=[])
+    now = timezone.now()
+    ahead.clock_offset_record(offset_s=-240.0, now=now)
+    fine.clock_offset_record(offset_s=0.3, now=now)
+    revoked.clock_offset_record(offset_s=-999.0, now=now)
+    Gateway.objects.filter(pk=revoked.pk).update(revoked_at=now)
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    clocks = response.json()["checks"]["gateway_clocks"]
+    assert clocks["ok"] is True
+    assert clocks["detail"] == {
+        "gateways": 2,
+        "worst_offset_s": -240.0,
+        "skewed": {"gw-fast": -240.0},
+    }
 
 
 @pytest.mark.services

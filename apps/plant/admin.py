@@ -187,16 +187,40 @@ class SensorAdmin(admin.ModelAdmin):
 
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
-    list_display = ["name", "token_hint", "is_active", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "token_hint",
+        "is_active",
+        "created_at",
+        "last_used_at",
+        "clock_offset",
+        "revoked_at",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "machines__code"]
     filter_horizontal = ["machines"]
-    readonly_fields = ["token_hint", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "token_hint",
+        "created_at",
+        "last_used_at",
+        "clock_offset",
+        "clock_offset_at",
+        "revoked_at",
+    ]
     actions = ["revoke"]
 
     @admin.display(boolean=True, description="active")
     def is_active(self, obj):
         return obj.is_active
+
+    @admin.display(description="clock offset", ordering="clock_offset_s")
+    def clock_offset(self, obj):
+        if obj.clock_offset_s is None:
+            return "-"
+        text = f"{obj.clock_offset_s:+.1f} s"
+        if not obj.clock_is_off:
+            return text
+        return f"{text} ({'clock ahead' if obj.clock_offset_s < 0 else 'lagging'})"
 
     def save_model(self, request, obj, form, change):
         token = changes.gateway_save(gateway=obj, **_who(request))

@@ -207,12 +207,50 @@ class Gateway(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Receive time minus the newest device time of its last batch: negative
+    # when the gateway's clock runs ahead, positive when it lags or drains
+    # a queue. Ahead clocks are what the latest state must not trust.
+    clock_offset_s = models.FloatField(
+        "clock offset (s)",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Server receive time minus the newest device time of the last batch; "
+        "negative: the gateway's clock is ahead.",
+    )
+    clock_offset_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Offsets beyond this are logged and listed by /healthz.
+    CLOCK_WARN_S = 2.0
+    # A 1 Hz gateway must not write its row every second: the offset is
+    # stored at most this often, unless it moved by more than CLOCK_JUMP_S.
+    CLOCK_RECORD_EVERY_S = 10.0
+    CLOCK_JUMP_S = 1.0
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    @property
+    def clock_is_off(self) -> bool:
+        return self.clock_offset_s is not None and abs(self.clock_offset_s) > self.CLOCK_WARN_S
+
+    def clock_offset_record(self, *, offset_s: float, now) -> bool:
+        """Remember the gateway's clock offset; True when it was stored
+        (at most every CLOCK_RECORD_EVERY_S unless the clock jumped)."""
+        previous, at = self.clock_offset_s, self.clock_offset_at
+        if (
+            previous is not None
+            and at is not None
+            and (now - at).total_seconds() < self.CLOCK_RECORD_EVERY_S
+            and abs(offset_s - previous) <= self.CLOCK_JUMP_S
+        ):
+            return False
+        Gateway.objects.filter(pk=self.pk).update(clock_offset_s=offset_s, clock_offset_at=now)
+        self.clock_offset_s, self.clock_offset_at = offset_s, now
+        return True
 
     @property
     def is_active(self) -> bool:

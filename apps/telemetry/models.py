@@ -9,7 +9,8 @@ Three tables, each with one job:
   worker) hits the constraint and is acknowledged as a duplicate.
 * `MachineFrame` is the history, see its docstring for the layout.
 * `MachineLatest` is the server truth per machine, last write wins by
-  device timestamp, field by field and sensor by sensor.
+  device timestamp (never later than the receive time), field by field
+  and sensor by sensor.
 """
 
 from datetime import timedelta
@@ -85,7 +86,9 @@ class MachineFrame(models.Model):
 
 class MachineLatest(models.Model):
     """The latest reported value of each field and sensor of one machine,
-    each with the device timestamp it was reported at.
+    each with the time it counts from: its device timestamp, or the server
+    receive time when that is earlier (a gateway clock running ahead must
+    not outrank the present). History keeps the device time as reported.
 
     Values live in the database, not in process memory: 1000 machines x 100
     sensors is a few MB of JSON here, read one machine (or one line) at a
@@ -98,6 +101,10 @@ class MachineLatest(models.Model):
     )
     status = models.CharField(max_length=32, null=True)
     status_ts = models.DateTimeField(null=True)
+    # How far the stored status's device stamp ran ahead of its receive
+    # time: its true order is in doubt by that much, and a doubt between a
+    # safety state and a normal one goes to the safety state.
+    status_ahead_s = models.FloatField(default=0.0)
     speed = models.FloatField(null=True)
     speed_ts = models.DateTimeField(null=True)
     target_speed = models.FloatField(null=True)
@@ -105,7 +112,7 @@ class MachineLatest(models.Model):
     mode = models.CharField(max_length=16, null=True)
     mode_ts = models.DateTimeField(null=True)
     readings = models.JSONField(default=dict)
-    # Newest device timestamp of any frame, and when that frame arrived:
+    # Newest time (as status_ts) of any frame, and when that frame arrived:
     # staleness is measured on the server clock, immune to device skew.
     frame_ts = models.DateTimeField(null=True)
     seen_at = models.DateTimeField(null=True)

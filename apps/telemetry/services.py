@@ -8,13 +8,16 @@ and after commit hand the changed machines on: to control, whose pending
 locks they may settle, then to the live layer.
 """
 
+import functools
 import json
 import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,6 +28,7 @@ from apps.control.services import locks_reconcile
 from apps.live import push
 from apps.plant.machine_state import Reported, machine_reported_write
 from apps.plant.models import Gateway
+from apps.plant.selectors import critical_status_codes
 
 from .models import RETENTION, MachineFrame, MachineLatest, TelemetryBatch
 from .validation import Frame, ValidBatch
@@ -50,6 +54,8 @@ FRAME_COLUMNS = (
     "readings",
 )
 LATEST_FIELDS = ("status", "speed", "target_speed", "mode")
+VALUE_FIELDS = ("speed", "target_speed", "mode")
+ZERO = timedelta(0)
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +123,7 @@ def telemetry_batch_ingest(
         if changed:
             ids = sorted(changed)
             transaction.on_commit(lambda: _changed_machines_hand_on(machine_ids=ids))
+    _gateway_clock_record(gateway=gateway, frames=batch.frames, received_at=now)
     return IngestResult(
         accepted=len(batch.frames),
         duplicate=False,
@@ -143,6 +150,23 @@ def _changed_machines_hand_on(*, machine_ids: list[int]) -> None:
             step()
         except Exception:
             logger.exception("%s after ingest failed for machines %s", name, machine_ids)
+
+
+def _gateway_clock_record(*, gateway: Gateway, frames: list[Frame], received_at: datetime) -> None:
+    """Keep the gateway's clock offset for the admin and /healthz, and warn
+    when it is off. Outside the ingest transaction: it is a measurement,
+    not part of the batch. A duplicate never comes here (its frames are
+    old by nature and would read as a lagging clock)."""
+    offset_s = (received_at - max(f.ts for f in frames)).total_seconds()
+    if gateway.clock_offset_record(offset_s=offset_s, now=received_at) and gateway.clock_is_off:
+        # A positive offset is a lagging clock or a queue being drained;
+        # the server cannot tell them apart, the operator can.
+        logger.warning(
+            "Gateway %s: clock offset %+.1f s (%s)",
+            gateway.name,
+            offset_s,
+            "its clock is ahead" if offset_s < 0 else "its clock lags, or it drains a queue",
+        )
 
 
 def _history_insert(*, frames: list[Frame], received_at: datetime) -> None:
@@ -191,10 +215,14 @@ def _history_insert(*, frames: list[Frame], received_at: datetime) -> None:
 
 def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
     """Fold the frames into each machine's latest state, field by field:
-    a value replaces the stored one only if its device ts is strictly
-    newer, so late or backfilled frames never overwrite newer truth (a
-    late RUNNING cannot replace a newer EMERGENCY_STOP). Returns the ids
-    of the machines whose latest state changed."""
+    a value replaces the stored one only if it is strictly newer, so late
+    or backfilled frames never overwrite newer truth (a late RUNNING
+    cannot replace a newer EMERGENCY_STOP). Returns the ids of the
+    machines whose latest state changed.
+
+    Newer is by device ts, but never later than the receive time: a frame
+    stamped ahead of the server counts from when it arrived, so a fast
+    gateway clock cannot outrank the frames received after it."""
     by_machine: dict[int, list[Frame]] = defaultdict(list)
     for f in frames:
         by_machine[f.machine_id].append(f)
@@ -212,9 +240,13 @@ def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
             [MachineLatest(machine_id=mid) for mid in sorted(missing)], ignore_conflicts=True
         )
         rows = list(locked.filter(machine_id__in=ids))
+    # Read at most once per batch, and only if a clock ran ahead.
+    critical = functools.cache(critical_status_codes)
     changed: list[tuple[MachineLatest, set[str]]] = []
     for row in rows:
-        won = _latest_apply(row=row, frames=by_machine[row.machine_id], received_at=received_at)
+        won = _latest_apply(
+            row=row, frames=by_machine[row.machine_id], received_at=received_at, critical=critical
+        )
         if won is not None:
             changed.append((row, won))
     if not changed:
@@ -235,35 +267,91 @@ def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
 
 
 def _latest_apply(
-    *, row: MachineLatest, frames: list[Frame], received_at: datetime
+    *,
+    row: MachineLatest,
+    frames: list[Frame],
+    received_at: datetime,
+    critical: Callable[[], frozenset[str]],
 ) -> set[str] | None:
     """Apply the frames to the row in place; return the reported fields
     that took a new value, or None when nothing at all changed."""
     changed = False
     won: set[str] = set()
     readings = row.readings
+    if any(f.ts > received_at for f in frames):
+        # Frames stamped ahead all count from the receive time; in device
+        # order, the last of such a tie is the one that wins below.
+        frames = sorted(frames, key=attrgetter("ts"))
     for f in frames:
-        if row.frame_ts is None or f.ts > row.frame_ts:
-            row.frame_ts, row.seen_at = f.ts, received_at
+        # When the frame counts from, and by how much its stamp ran ahead.
+        if f.ts > received_at:
+            at, ahead = received_at, f.ts - received_at
+        else:
+            at, ahead = f.ts, ZERO
+        if row.frame_ts is None or at > row.frame_ts:
+            row.frame_ts, row.seen_at = at, received_at
             changed = True
-        for name in LATEST_FIELDS:
+        if f.status is not None and _status_outranks(
+            row=row, status=f.status, at=at, ahead=ahead, critical=critical
+        ):
+            row.status, row.status_ts, row.status_ahead_s = f.status, at, ahead.total_seconds()
+            won.add("status")
+            changed = True
+        for name in VALUE_FIELDS:
             value = getattr(f, name)
             if value is None:
                 continue
             current_ts = getattr(row, f"{name}_ts")
-            if current_ts is None or f.ts > current_ts:
+            # `ahead and ==`: a tie at the receive time is only ever between
+            # frames of this batch, sorted above, so the later stamp wins.
+            if current_ts is None or at > current_ts or (ahead and at == current_ts):
                 setattr(row, name, value)
-                setattr(row, f"{name}_ts", f.ts)
+                setattr(row, f"{name}_ts", at)
                 won.add(name)
                 changed = True
         if f.readings:
-            micros = _to_micros(f.ts)
+            micros = _to_micros(at)
             for key, value in f.readings.items():
                 current = readings.get(key)
-                if current is None or micros > current[1]:
+                if current is None or micros > current[1] or (ahead and micros == current[1]):
                     readings[key] = [value, micros]
                     changed = True
     return won if changed else None
+
+
+def _status_outranks(
+    *,
+    row: MachineLatest,
+    status: str,
+    at: datetime,
+    ahead: timedelta,
+    critical: Callable[[], frozenset[str]],
+) -> bool:
+    """Whether a reported status replaces the stored one.
+
+    The newer one wins, with one exception: a status whose stamp ran ahead
+    of the server clock by `ahead` could truly be from any time in the
+    `ahead` before it counts from, so between a safety state and a normal
+    one that doubt goes to the safety state. A normal status from a clock
+    4 min fast cannot clear an EMERGENCY_STOP until it is certainly newer
+    (4 min later), and an EMERGENCY_STOP received now always replaces a
+    normal status stamped in the future."""
+    if row.status_ts is None:
+        return True
+    stored_ahead = timedelta(seconds=row.status_ahead_s) if row.status_ahead_s else ZERO
+    new_at, stored_at = at, row.status_ts
+    if ahead or stored_ahead:
+        codes = critical()
+        new_critical, stored_critical = status in codes, row.status in codes
+        if new_critical and not stored_critical:
+            stored_at -= stored_ahead
+        elif stored_critical and not new_critical:
+            new_at -= ahead
+    if new_at != stored_at:
+        return new_at > stored_at
+    # A tie, e.g. two frames stamped ahead in one batch: the device order
+    # decides; equal device stamps keep the stored value.
+    return at + ahead > row.status_ts + stored_ahead
 
 
 def _latest_write(*, rows: list[MachineLatest]) -> None:
@@ -272,7 +360,7 @@ def _latest_write(*, rows: list[MachineLatest]) -> None:
     with connection.cursor() as cursor:
         cursor.executemany(
             f"""UPDATE {MachineLatest._meta.db_table} SET
-                status = %s, status_ts = %s, speed = %s, speed_ts = %s,
+                status = %s, status_ts = %s, status_ahead_s = %s, speed = %s, speed_ts = %s,
                 target_speed = %s, target_speed_ts = %s, mode = %s, mode_ts = %s,
                 readings = %s{cast}, frame_ts = %s, seen_at = %s
                 WHERE machine_id = %s""",
@@ -280,6 +368,7 @@ def _latest_write(*, rows: list[MachineLatest]) -> None:
                 (
                     r.status,
                     adapt(r.status_ts),
+                    r.status_ahead_s,
                     r.speed,
                     adapt(r.speed_ts),
                     r.target_speed,
