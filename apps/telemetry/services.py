@@ -59,12 +59,6 @@ ZERO = timedelta(0)
 
 logger = logging.getLogger(__name__)
 
-# 1000 machines x 100 sensors at 1 Hz is ~101 000 units/s (a frame counts
-# one unit plus one per reading); the default leaves 2.5x headroom and a
-# 10 s burst so a gateway draining its offline queue is slowed, not failed.
-DEFAULT_RATE_PER_SECOND = 250_000
-DEFAULT_RATE_BURST = 2_500_000
-
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
@@ -515,8 +509,8 @@ def gateway_rate_take(*, gateway: Gateway, cost: int, consume: bool = True) -> i
     gateway can overdraw the bucket by one batch, which a rate limit for
     misbehaving gateways can afford.
     """
-    rate = float(getattr(settings, "TELEMETRY_RATE_PER_SECOND", DEFAULT_RATE_PER_SECOND))
-    burst = float(getattr(settings, "TELEMETRY_RATE_BURST", DEFAULT_RATE_BURST))
+    rate = float(settings.TELEMETRY_RATE_PER_SECOND)
+    burst = float(settings.TELEMETRY_RATE_BURST)
     # A batch bigger than the whole bucket passes when the bucket is full,
     # otherwise it could never pass at all.
     cost = min(float(cost), burst)
