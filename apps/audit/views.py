@@ -36,7 +36,9 @@ def audit_list(request):
         "next_before": next_before,
         "query": query.urlencode(),
     }
-    template = "audit/list.html#event_table" if request.htmx else "audit/list.html"
+    # A history restore (Back) asks for the whole page, though it carries HX-Request.
+    partial = request.htmx and not request.htmx.history_restore_request
+    template = "audit/list.html#event_table" if partial else "audit/list.html"
     return render(request, template, context)
 
 

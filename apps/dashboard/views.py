@@ -30,13 +30,20 @@ def overview(request):
     )
 
 
+def _partial(request) -> bool:
+    """An htmx request for one piece of the page. A history restore (Back
+    after htmx's cache was spent) asks for the whole page, though it also
+    carries HX-Request."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
 def line_detail(request, code: str):
     line, role = _line_for_viewer(request, code)
     can_operate = role == LineMembership.Role.OPERATOR
     context = selectors.line_page(line=line) | {"can_operate": can_operate}
     if can_operate:
         context |= selectors.setpoint_form_context(user=request.user, line=line)
-    template = "dashboard/line.html#machine_table" if request.htmx else "dashboard/line.html"
+    template = "dashboard/line.html#machine_table" if _partial(request) else "dashboard/line.html"
     return render(request, template, context)
 
 
@@ -73,7 +80,9 @@ def equipment(request):
         "statuses": MachineStatus.objects.all(),
     }
     template = (
-        "dashboard/equipment.html#equipment_table" if request.htmx else "dashboard/equipment.html"
+        "dashboard/equipment.html#equipment_table"
+        if _partial(request)
+        else "dashboard/equipment.html"
     )
     return render(request, template, context)
 

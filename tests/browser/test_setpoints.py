@@ -35,9 +35,13 @@ def test_a_change_shows_blue_pending_then_reconciled(login, simulator):
         cell = target_cell(page, "m:401")
         expect(cell).to_have_class("setpoint is-optimistic", timeout=5_000)
         expect(cell).to_have_text("1234")
+        sent = page.locator("#setpoint-form .form-sent")
+        expect(sent).to_contain_text("Sent to m:401: pending")
         # The gateway applies it after 2 s; the next frame reports it.
         expect(cell).to_have_class("setpoint", timeout=15_000)
         expect(cell).to_have_text("1234")
+        # Reconciled: the form no longer says it is pending.
+        expect(sent).to_have_count(0, timeout=5_000)
     assert Machine.objects.get(code="m:401").target_speed == 1234
 
 
