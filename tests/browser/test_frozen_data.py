@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from apps.plant.models import Machine
 from tests.support.processes import daphne_server
 
-from .test_live import Gateway, indicator, open_page, speed_cell, wait_live  # noqa: F401
+from .test_live import Gateway, indicator, speed_cell, wait_live
 
 pytestmark = pytest.mark.browser
 

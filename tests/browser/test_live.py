@@ -62,31 +62,6 @@ def gateway(plant):
     return Gateway(token)
 
 
-@pytest.fixture
-def open_page(browser):
-    """open_page(base_url, username, path) -> a logged-in page at `path`;
-    `on_websocket` sees every socket the page opens, from the login on."""
-    contexts = []
-
-    def open_(base_url, username, path, password="fleetops-demo", on_websocket=None):
-        context = browser.new_context()
-        contexts.append(context)
-        page = context.new_page()
-        if on_websocket:
-            page.on("websocket", on_websocket)
-        page.goto(f"{base_url}/login/")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base_url}/")
-        page.goto(f"{base_url}{path}")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
 def indicator(page):
     return page.locator("#connection")
 
