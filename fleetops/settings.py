@@ -287,6 +287,15 @@ LIVE_PONG_TIMEOUT = env.float("LIVE_PONG_TIMEOUT", default=3.0)
 # Messages queued for one socket before it counts as too slow and is closed
 # (the browser reconnects and resyncs from a snapshot).
 LIVE_OUTBOX_LIMIT = env.int("LIVE_OUTBOX_LIMIT", default=200)
+# Bytes sent to one socket and not yet proven read (a pong echoing a ping
+# proves everything before it): past this a reader that answers pings but
+# never reads is closed (4429) instead of growing the server's memory.
+LIVE_UNREAD_LIMIT = env.int("LIVE_UNREAD_LIMIT", default=8 * 1024 * 1024)
+# The largest message a page may send (characters); a page sends a few hundred.
+LIVE_MAX_FRAME = env.int("LIVE_MAX_FRAME", default=16 * 1024)
+# Seconds between the hub's re-checks of who may still watch what; logout,
+# membership and account changes re-check at once, this is the backstop.
+LIVE_ACCESS_RECHECK = env.float("LIVE_ACCESS_RECHECK", default=15.0)
 
 # Celery
 # ------

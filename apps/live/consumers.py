@@ -1,9 +1,11 @@
 """The browser socket at /ws/live/.
 
 Client → server (JSON): `subscribe` / `unsubscribe` {"topics": [...]},
-`resync` {"topic": ...}, `pong` {"ts": ...}.
-Server → client (JSON): `subscribed` / `refused` {"topic"}, `snapshot` and
-`delta` {"topic", "seq", "ts", "html"}, `ping` {"ts"}, `error` {"error"}.
+`resync` {"topic": ...}, `pong` {"ts": <the ping's ts>}.
+Server → client (JSON): `subscribed` {"topic"}, `refused` {"topic" or
+"topics", "reason"}, `revoked` {"topic", "reason"} (allowed once, no longer),
+`snapshot` and `delta` {"topic", "seq", "ts", "html"}, `ping` {"ts"},
+`toast` {"html"}, `error` {"error"}.
 
 Sending is a plain call, not a hop through a queue and a task per socket:
 the hub hands the same text to a thousand sockets per tick, and each send
@@ -15,11 +17,18 @@ passes `LIVE_OUTBOX_LIMIT` is closed (4429).
 
 The bound that holds everywhere is the heartbeat: a ping every
 `LIVE_PING_INTERVAL` seconds that is not answered within `LIVE_PONG_TIMEOUT`
-closes the socket (4408). Pings travel behind the deltas, so a client that
-stops reading, or reads slower than it is sent to, misses its pong deadline
-and is closed; what the server holds for it is bounded by those seconds of
-its traffic. Either way the browser reconnects and starts again from a
-snapshot.
+closes the socket (4408). Pings travel behind the deltas, so a pong that
+echoes a ping's `ts` proves the client has read everything sent before it.
+What was sent since the last such proof may still sit in the server's
+transport (Twisted keeps whatever the client does not read); past
+`LIVE_UNREAD_LIMIT` bytes the socket is closed (4429), so a client that
+answers pings blindly and never reads cannot grow the server's memory.
+Either way the browser reconnects and starts again from a snapshot.
+
+Who may watch is checked again whenever the user's account or memberships
+change (`live.access` messages, see access.py) and at the hub's access
+sweep: a topic no longer allowed is `revoked`, a session that no longer
+signs the user in is closed 4401, which the browser does not reconnect from.
 """
 
 import asyncio
@@ -32,34 +41,92 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from .access import Verdict, access_verdict
 from .hub import Hub
 from .push import user_group
 from .topics import parse, topic_allowed, visible_line_codes
 
-CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SIGNED_OUT = 4401
 CLOSE_PONG_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
-MAX_TOPICS = 64
+# Topics in one subscribe message and on one socket: a page shows a handful.
+MAX_TOPICS = 32
+MAX_TOPIC_NAME = 100
 
 logger = logging.getLogger(__name__)
 
 
+class BadMessage(Exception):
+    """A client message that cannot be acted on; its text is the `error` reply."""
+
+
+def _names(value, field: str = "topics") -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise BadMessage(f"{field} must be a list of topic names")
+    if any(len(n) > MAX_TOPIC_NAME for n in value):
+        raise BadMessage(f"topic names are at most {MAX_TOPIC_NAME} characters")
+    return value
+
+
+def _decode(text_data, limit: int) -> dict:
+    if text_data is None:
+        raise BadMessage("messages must be JSON text, not binary")
+    if len(text_data) > limit:
+        raise BadMessage(f"message too large: {len(text_data)} characters, at most {limit}")
+    try:
+        message = json.loads(text_data)
+    except RecursionError:
+        raise BadMessage("message nested too deeply") from None
+    except ValueError:
+        raise BadMessage("messages must be JSON objects") from None
+    if not isinstance(message, dict):
+        raise BadMessage("messages must be JSON objects")
+    if not isinstance(message.get("type"), str):
+        raise BadMessage("type must be a string")
+    return message
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        # However this socket ends (a close, a crash, the server killing
+        # its application instance), it leaves every feed: a feed whose
+        # last subscriber is gone stops rendering.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.closing = True
+            self._stop()
+
     async def connect(self):
         user = self.scope.get("user")
-        if not getattr(user, "is_authenticated", False):
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+        self.closing = False
         self.topics: set[str] = set()
+        if not getattr(user, "is_authenticated", False):
+            # Accepted, then closed: a refused handshake reaches the browser
+            # as 1006, which it would retry for ever; 4401 it reads as
+            # "signed out" and stops.
+            self.closing = True
+            await self.accept()
+            await self.close(code=CLOSE_SIGNED_OUT, reason="Signed out")
+            return
+        self.user_id = user.pk
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.allowed_lines = await database_sync_to_async(visible_line_codes)(user=user)
         self.loop = asyncio.get_running_loop()
         self.outbox: deque[str] = deque()
         self.sending: asyncio.Task | None = None
-        self.closing = False
+        # Bytes handed to the server so far, and how many of them the
+        # client has proven it read (by echoing a ping sent after them).
+        self.sent_bytes = 0
+        self.read_bytes = 0
+        # Read once: deliver() and receive() run for every message.
+        self.unread_limit = settings.LIVE_UNREAD_LIMIT
+        self.max_frame = settings.LIVE_MAX_FRAME
         self.hub = Hub.for_running_loop()
         self.hub.ensure_listening()
         # Notices meant for this user (a refused setpoint, a lock taken
-        # over by another operator) reach every page they have open.
+        # over by another operator, a change of what they may watch) reach
+        # every page they have open.
         self.user_group = user_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
@@ -71,6 +138,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.connected_at = self.loop.time()
         self.first_ping = True
         self.awaiting_pong = False
+        self.ping_ts = None
+        self.ping_mark = 0
         self.timer = self.loop.call_later(2 * settings.LIVE_PING_INTERVAL, self._ping)
 
     async def disconnect(self, code):
@@ -91,6 +160,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         else:
             await super().dispatch(message)
 
+    @property
+    def access_key(self) -> tuple[int, str | None]:
+        """Sockets with the same key get the same answer from an access check."""
+        return (self.user_id, self.session_key)
+
     # Outgoing
     # --------
 
@@ -99,12 +173,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         finished; called by the hub for every tick. Never raises."""
         if self.closing:
             return
-        if self.sending is None and not self.outbox:
+        # json.dumps escapes non-ASCII, so characters are bytes here.
+        self.sent_bytes += len(text)
+        if self.sent_bytes - self.read_bytes > self.unread_limit:
+            self._close_soon(CLOSE_TOO_SLOW, "Too slow")
+        elif self.sending is None and not self.outbox:
             self._start_send(text)
         elif len(self.outbox) < settings.LIVE_OUTBOX_LIMIT:
             self.outbox.append(text)
         else:
-            self._close_soon(CLOSE_TOO_SLOW)
+            self._close_soon(CLOSE_TOO_SLOW, "Too slow")
 
     def _start_send(self, text: str) -> None:
         # Eager: runs the send inside this call up to its first suspension;
@@ -137,8 +215,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def _stop(self) -> None:
         """Leave every feed and stop the heartbeat and any pending send."""
+        hub = getattr(self, "hub", None)
         for topic in getattr(self, "topics", ()):
-            self.hub.unsubscribe(topic, self)
+            hub.unsubscribe(topic, self)
         self.topics = set()
         if (timer := getattr(self, "timer", None)) is not None:
             timer.cancel()
@@ -147,12 +226,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if (outbox := getattr(self, "outbox", None)) is not None:
             outbox.clear()
 
-    def _close_soon(self, code: int) -> None:
+    def _close_soon(self, code: int, reason: str | None = None) -> None:
         if self.closing:
             return
         self.closing = True
         self._stop()
-        asyncio.create_task(self.close(code=code))
+        asyncio.create_task(self.close(code=code, reason=reason))
 
     # Heartbeat
     # ---------
@@ -162,16 +241,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.first_ping = False
         self.awaiting_pong = True
-        self._send_json({"type": "ping", "ts": round(time.time(), 3)})
+        self.ping_ts = round(time.time(), 3)
+        self._send_json({"type": "ping", "ts": self.ping_ts})
+        self.ping_mark = self.sent_bytes
         if not self.closing:
             self.timer = self.loop.call_later(settings.LIVE_PONG_TIMEOUT, self._pong_missed)
 
     def _pong_missed(self) -> None:
         self._close_soon(CLOSE_PONG_TIMEOUT)
 
-    def _pong(self) -> None:
-        # A pong nobody asked for (a second one, say) changes nothing.
+    def _pong(self, ts) -> None:
+        # A pong nobody asked for (a second one, say) changes nothing. Any
+        # pong proves the client alive; only one echoing the ping's ts
+        # proves it read what came before the ping.
         if self.awaiting_pong and not self.closing:
+            if ts == self.ping_ts:
+                self.read_bytes = self.ping_mark
             self.awaiting_pong = False
             self.timer.cancel()
             self.timer = self.loop.call_later(settings.LIVE_PING_INTERVAL, self._ping)
@@ -184,59 +269,103 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.timer.cancel()
             self.timer = self.loop.call_later(interval, self._ping)
 
+    # From the channel layer
+    # ----------------------
+
     async def live_toast(self, event):
         self._send_json({"type": "toast", "html": event["html"]})
+
+    async def live_access(self, event):
+        """The user's account or memberships changed: check again now."""
+        if self.closing:
+            return
+        ended = event.get("ended_session")
+        if ended and ended == self.session_key:
+            self._close_soon(CLOSE_SIGNED_OUT, "Signed out")
+            return
+        verdict = await database_sync_to_async(access_verdict)(
+            user_id=self.user_id, session_key=self.session_key, topics=sorted(self.topics)
+        )
+        self.apply_access(verdict)
+
+    def apply_access(self, verdict: Verdict) -> None:
+        """Close a socket whose session no longer signs its user in; drop
+        (and say so) each checked topic the user may no longer watch."""
+        if self.closing:
+            return
+        if not verdict.signed_in:
+            self._close_soon(CLOSE_SIGNED_OUT, "Signed out")
+            return
+        self.allowed_lines = verdict.allowed_lines
+        # Only topics the verdict looked at: one subscribed while it was
+        # being reached was checked at its subscribe.
+        for name in sorted(self.topics & (verdict.checked_topics - verdict.allowed_topics)):
+            self.topics.discard(name)
+            self.hub.unsubscribe(name, self)
+            self._send_json({"type": "revoked", "topic": name, "reason": "no longer allowed"})
 
     # Incoming
     # --------
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.closing:
+            return
         try:
-            message = json.loads(text_data or "")
-        except json.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict):
-            self._send_json({"type": "error", "error": "messages must be JSON objects"})
-            return
-        kind = message.get("type")
-        if kind == "pong":
-            self._pong()
-        elif kind == "subscribe":
-            await self._subscribe(message.get("topics"))
-        elif kind == "unsubscribe":
-            for name in message.get("topics") or []:
-                if name in self.topics:
-                    self.topics.discard(name)
-                    self.hub.unsubscribe(name, self)
-        elif kind == "resync":
-            name = message.get("topic")
-            if name in self.topics:
-                await self.hub.send_snapshot(name, self)
+            message = _decode(text_data, self.max_frame)
+            kind = message["type"]
+            if kind == "pong":
+                self._pong(message.get("ts"))
+            elif kind == "subscribe":
+                await self._subscribe(_names(message.get("topics")))
+            elif kind == "unsubscribe":
+                self._unsubscribe(_names(message.get("topics")))
+            elif kind == "resync":
+                await self._resync(message.get("topic"))
             else:
-                self._send_json({"type": "error", "error": f"not subscribed to {name!r}"})
-        else:
-            self._send_json({"type": "error", "error": f"unknown message type {kind!r}"})
+                raise BadMessage(f"unknown message type {kind[:40]!r}")
+        except BadMessage as problem:
+            self._send_json({"type": "error", "error": str(problem)})
 
-    async def _subscribe(self, names):
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            self._send_json({"type": "error", "error": "topics must be a list of names"})
-            return
+    def _unsubscribe(self, names: list[str]) -> None:
         for name in names:
             if name in self.topics:
-                await self.hub.send_snapshot(name, self)
-                continue
-            topic = parse(name)
-            allowed = topic is not None and len(self.topics) < MAX_TOPICS
-            if allowed:
-                allowed = await database_sync_to_async(topic_allowed)(
-                    user=self.scope["user"], topic=name
-                )
-            if not allowed:
-                self._send_json({"type": "refused", "topic": name})
+                self.topics.discard(name)
+                self.hub.unsubscribe(name, self)
+
+    async def _resync(self, name) -> None:
+        if not isinstance(name, str):
+            raise BadMessage("topic must be a topic name")
+        if name not in self.topics:
+            raise BadMessage(f"not subscribed to {name[:MAX_TOPIC_NAME]!r}")
+        await self.hub.send_snapshot(name, self)
+
+    async def _subscribe(self, names: list[str]) -> None:
+        wanted = list(dict.fromkeys(names))  # each topic once, in the order asked
+        again = [n for n in wanted if n in self.topics]
+        new = [n for n in wanted if n not in self.topics]
+        room = max(0, MAX_TOPICS - len(self.topics))
+        new, over = new[:room], new[room:]
+        if over:
+            reason = f"too many topics: at most {MAX_TOPICS} on one socket"
+            self._send_json({"type": "refused", "topics": over, "reason": reason})
+        for name in again:
+            await self.hub.send_snapshot(name, self)
+        unknown = {n for n in new if parse(n) is None}
+        allowed = await database_sync_to_async(self._allowed)([n for n in new if n not in unknown])
+        for name in new:
+            if self.closing:
+                return  # closed meanwhile: joining a feed now would never be undone
+            if name not in allowed:
+                reason = "unknown topic" if name in unknown else "not allowed"
+                self._send_json({"type": "refused", "topic": name, "reason": reason})
                 continue
             self.topics.add(name)
             self._send_json({"type": "subscribed", "topic": name})
             # Joins the feed first, then renders the snapshot under the
             # feed's lock: nothing that changes in between is lost.
-            await self.hub.subscribe(topic, self)
+            await self.hub.subscribe(parse(name), self)
         self._snapshotted()
+
+    def _allowed(self, names: list[str]) -> set[str]:
+        user = self.scope["user"]
+        return {name for name in names if topic_allowed(user=user, topic=name)}

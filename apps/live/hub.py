@@ -11,6 +11,12 @@ through the channel layer group `live.changes` (Redis pub/sub in
 production), and a periodic sweep re-renders each topic anyway, so a lost
 event (a Redis restart, say) can delay a screen by one sweep but never
 freeze it.
+
+The hub also sweeps who may watch (every `LIVE_ACCESS_RECHECK` seconds):
+each subscriber's session and topics are checked again, once per user and
+session, as a backstop for a lost `live.access` message (see access.py).
+A feed ends as soon as its last subscriber leaves or is found closed,
+however that socket died: nothing renders for nobody.
 """
 
 import asyncio
@@ -18,12 +24,15 @@ import json
 import logging
 import time
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
+from .access import access_verdict
 from .push import CHANGES_GROUP
 from .regions import Regions, machines_and_lines, render_topic
 from .topics import Topic
@@ -36,8 +45,13 @@ FANOUT_BATCH = 50
 
 class Subscriber(Protocol):
     allowed_lines: frozenset[str]
+    closing: bool
+    topics: set[str]
+    access_key: tuple[int, str | None]  # (user id, session key)
 
     def deliver(self, text: str) -> None: ...
+
+    def apply_access(self, verdict) -> None: ...
 
 
 @dataclass(eq=False)
@@ -76,6 +90,7 @@ class Hub:
     def __init__(self):
         self.feeds: dict[str, TopicFeed] = {}
         self._listener: asyncio.Task | None = None
+        self._access_sweep: asyncio.Task | None = None
 
     @classmethod
     def for_running_loop(cls) -> "Hub":
@@ -88,6 +103,8 @@ class Hub:
     def ensure_listening(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="live-hub-listen")
+        if self._access_sweep is None or self._access_sweep.done():
+            self._access_sweep = asyncio.create_task(self._sweep_access(), name="live-hub-access")
 
     # Subscriptions
     # -------------
@@ -106,10 +123,19 @@ class Hub:
         if feed is None:
             return
         feed.subscribers.discard(subscriber)
-        if not feed.subscribers:
-            if feed.task is not None:
-                feed.task.cancel()
-            del self.feeds[topic_name]
+        self._end_if_unwatched(feed)
+
+    def _end_if_unwatched(self, feed: TopicFeed) -> bool:
+        """Forget subscribers found closed; end the feed if none is left."""
+        for gone in [s for s in feed.subscribers if getattr(s, "closing", False)]:
+            feed.subscribers.discard(gone)
+        if feed.subscribers:
+            return False
+        if feed.task is not None and feed.task is not asyncio.current_task():
+            feed.task.cancel()
+        if self.feeds.get(feed.topic.name) is feed:
+            del self.feeds[feed.topic.name]
+        return True
 
     async def send_snapshot(self, topic_name: str, subscriber: Subscriber) -> None:
         """Every region as of the feed's current seq.
@@ -185,6 +211,35 @@ class Hub:
                 self.mark_all_changed()
                 await asyncio.sleep(1)
 
+    # Who may watch
+    # -------------
+
+    async def _sweep_access(self) -> None:
+        while True:
+            await asyncio.sleep(settings.LIVE_ACCESS_RECHECK)
+            try:
+                await self.recheck_access()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("live access sweep failed; trying again next sweep", exc_info=True)
+
+    async def recheck_access(self) -> None:
+        """Check every subscriber's session and topics again: one check per
+        user and session, whatever number of sockets and topics share it."""
+        sharing: dict[tuple, set] = defaultdict(set)
+        for feed in list(self.feeds.values()):
+            for subscriber in feed.subscribers:
+                if not getattr(subscriber, "closing", False) and hasattr(subscriber, "access_key"):
+                    sharing[subscriber.access_key].add(subscriber)
+        for (user_id, session_key), subscribers in sharing.items():
+            topics = sorted(set().union(*(s.topics for s in subscribers)))
+            verdict = await database_sync_to_async(access_verdict)(
+                user_id=user_id, session_key=session_key, topics=topics
+            )
+            for subscriber in subscribers:
+                subscriber.apply_access(verdict)
+
     # Ticks
     # -----
 
@@ -198,7 +253,7 @@ class Hub:
         sweep (so staleness shows). A change after a quiet spell goes out
         at once instead of waiting for a fixed tick."""
         loop = asyncio.get_running_loop()
-        while feed.subscribers:
+        while not self._end_if_unwatched(feed):
             sweep_due = feed.last_render + feed.topic.sweep - loop.time()
             if not feed.dirty and sweep_due > 0:
                 try:
@@ -209,6 +264,8 @@ class Hub:
             too_soon = feed.last_render + feed.topic.period - loop.time()
             if too_soon > 0:
                 await asyncio.sleep(too_soon)
+            if self._end_if_unwatched(feed):
+                return  # every subscriber left while this feed waited
             async with feed.lock:
                 feed.dirty = False
                 feed.last_render = loop.time()

@@ -5,11 +5,16 @@ event per safety-relevant field whose value changed: a status's critical
 flag (what bypasses pending), a sensor's alert limits, a member's role on
 a line, a gateway's token and the machines it may command. The admin calls
 these instead of saving the rows itself, so no edit there goes unrecorded.
+
+A membership decides what its user may watch: once its change commits,
+the user's open sockets are told to check their topics again (a removed
+line stops streaming within a moment, not at the next reload).
 """
 
 from django.db import transaction
 
 from apps.audit.services import audit_record, audit_record_changes
+from apps.live import push
 
 from .models import Gateway, LineMembership, MachineStatus, Sensor
 
@@ -108,6 +113,11 @@ def _membership_audit(action: str, *, before, after, actor, host: str) -> None:
     )
 
 
+def _access_changed_on_commit(user_ids) -> None:
+    for user_id in sorted(set(user_ids)):
+        transaction.on_commit(lambda user_id=user_id: push.access_changed(user_id))
+
+
 def membership_save(*, membership: LineMembership, actor, host: str = "") -> None:
     """Save who may watch or operate a line. Moving a membership to another
     user or line reads in the trail as the old one removed and a new one added."""
@@ -121,6 +131,8 @@ def membership_save(*, membership: LineMembership, actor, host: str = "") -> Non
                 .first()
             )
         membership.save()
+        # Its user may now watch more or less; so may the one it was moved from.
+        _access_changed_on_commit([membership.user_id, *([stored.user_id] if stored else [])])
         who = {"actor": actor, "host": host}
         moved = stored and (stored.user_id, stored.line_id) != (
             membership.user_id,
@@ -140,6 +152,7 @@ def membership_delete(*, memberships, actor, host: str = "") -> None:
                 "membership_remove", before=membership, after=None, actor=actor, host=host
             )
             membership.delete()
+        _access_changed_on_commit(m.user_id for m in memberships)
 
 
 def gateway_save(*, gateway: Gateway, actor, host: str = "") -> str | None:

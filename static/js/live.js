@@ -12,6 +12,9 @@
   var SCHEDULE = [0, 2000, 5000, 10000, 30000];
   // htmx's extension reconnects by itself only after these close codes.
   var EXTENSION_RECONNECTS = [1006, 1011, 1012, 1013];
+  // The server's "your session is over" (logout, deactivated, new password):
+  // reconnecting could only be refused again, so the page says so and stops.
+  var CLOSE_SIGNED_OUT = 4401;
   var STALE_GRACE_MS = 500;    // network jitter allowed on top of the ping interval
   var HEARTBEAT_CHECK_MS = 250; // so STALE shows within 6 s of the last ping, not 7
   var DEAD_AFTER_PINGS = 2;    // missed pings (plus the pong timeout) before the link counts as dead
@@ -27,6 +30,8 @@
   var lastPingAt = 0;
   var lastDataAt = now();   // the page's data is as old as this (server-rendered at load)
   var lost = false;         // the link went down since the page loaded
+  var signedOut = false;    // the server closed 4401: never reconnect
+  var denied = [];          // topics the user may no longer watch (revoked or refused)
   var clockOffset = 0;      // server time - browser time, from pings
   var topics = {};          // name -> {seq, ready, acked}
   var pending = {};         // region id -> html, applied by flush()
@@ -56,6 +61,7 @@
   // desaturated). After a loss the page stays "down" through every
   // reconnect attempt until each topic's fresh snapshot is applied.
   function pageFreshness() {
+    if (signedOut || denied.length) return "down";
     if (state === "stale") return "stale";
     if (state === "disconnected") return "down";
     if (lost && !(state === "connected" && allTopicsReady())) return "down";
@@ -71,8 +77,30 @@
     band.hidden = freshness === "live";
     if (freshness === "live") return;
     var seconds = Math.max(0, Math.round((now() - lastDataAt) / 1000));
-    band.querySelector(".freshness-text").textContent =
-      (freshness === "down" ? "Not live — " : "") + "Data may be old — last update " + seconds + " s ago";
+    var age = "last update " + seconds + " s ago";
+    var text = signedOut ? "Signed out — this page no longer updates (" + age + "). Sign in again to see live data."
+      : denied.length ? "No longer allowed to watch " + denied.join(", ") + " — this data no longer updates (" + age + ")."
+      : (freshness === "down" ? "Not live — " : "") + "Data may be old — " + age;
+    band.querySelector(".freshness-text").textContent = text;
+  }
+
+  // The server ended this session's sockets: stop every reconnect path.
+  function showSignedOut() {
+    signedOut = true;
+    socket = null;
+    topics = {};
+    main.dataset.liveEnded = "signed-out";
+    setState("signed-out", "Signed out");
+  }
+
+  // A topic this page shows may no longer be watched: its data stops, and
+  // the page says so instead of waiting for it.
+  function showDenied(name) {
+    delete topics[name];
+    if (denied.indexOf(name) < 0) denied.push(name);
+    main.dataset.liveDenied = denied.join(" ");
+    if (state === "connected" || state === "stale") setState(state, "No longer allowed");
+    else showFreshness();
   }
 
   function nextDelay() {
@@ -152,14 +180,26 @@
   function onMessage(message) {
     var topic = topics[message.topic];
     switch (message.type) {
-      case "subscribed":
       case "refused":
+      case "revoked":
+        // A page asks only for what it shows, so any refusal means the
+        // user may no longer watch it (refused: at a reconnect).
+        (message.topics || [message.topic]).forEach(function (name) {
+          console.warn("live: " + message.type + " " + name + " (" + message.reason + ")");
+          if (name in topics) showDenied(name);
+        });
+        if (message.type === "revoked") break;
+        /* falls through: a refusal answers the subscription too */
+      case "subscribed":
         if (topic) topic.acked = true;
-        if (message.type === "refused") console.warn("live: not allowed to watch " + message.topic);
+        if (message.type === "subscribed" && denied.indexOf(message.topic) >= 0) {
+          denied.splice(denied.indexOf(message.topic), 1);  // allowed again since
+          main.dataset.liveDenied = denied.join(" ");
+        }
         if (Object.keys(topics).every(function (n) { return topics[n].acked; })) {
           attempt = 0;
           lastPingAt = now();
-          setState("connected", "Live");
+          setState("connected", denied.length ? "No longer allowed" : "Live");
         }
         break;
       case "snapshot":
@@ -189,7 +229,7 @@
         if (state === "connected" || state === "stale") lastDataAt = now();
         clockOffset = message.ts * 1000 - now();
         send({ type: "pong", ts: message.ts });
-        if (state === "stale") setState("connected", "Live");
+        if (state === "stale") setState("connected", denied.length ? "No longer allowed" : "Live");
         break;
       case "toast":
         showToast(message.html);
@@ -242,7 +282,7 @@
     Object.keys(topics).forEach(function (n) { topics[n].ready = false; });
     setState("disconnected", "Disconnected");
     var retry = wrapper;
-    setTimeout(function () { if (!paused && !socket) retry.reconnect(); }, nextDelay());
+    setTimeout(function () { if (!paused && !socket && !signedOut) retry.reconnect(); }, nextDelay());
   }
 
   // Ages tick here every second and anything whose data is older than the
@@ -271,15 +311,15 @@
   // ------------------------
 
   document.addEventListener("htmx:wsConnecting", function () {
-    setState("connecting", "Connecting…");
+    if (!signedOut) setState("connecting", "Connecting…");
   });
 
   document.addEventListener("htmx:wsOpen", function (event) {
     socket = event.detail.event.target;
     wrapper = event.detail.socketWrapper;
-    if (paused) {
+    if (paused || signedOut) {
       // htmx's own reconnect timer fired while the tab was hidden.
-      socket.close(1000, "tab hidden");
+      socket.close(1000, signedOut ? "signed out" : "tab hidden");
       return;
     }
     subscribeAll();
@@ -293,7 +333,11 @@
   });
 
   document.addEventListener("htmx:wsClose", function (event) {
-    if (event.detail.event.target.fleetopsAbandoned) return;
+    if (event.detail.event.target.fleetopsAbandoned || signedOut) return;
+    if (event.detail.event.code === CLOSE_SIGNED_OUT) {
+      showSignedOut();
+      return;
+    }
     socket = null;
     Object.keys(topics).forEach(function (n) { topics[n].ready = false; });
     if (paused) {
@@ -305,12 +349,12 @@
     if (EXTENSION_RECONNECTS.indexOf(code) < 0) {
       // The extension gives up on other codes; keep the schedule anyway.
       var retry = event.detail.socketWrapper;
-      setTimeout(function () { if (!paused) retry.reconnect(); }, nextDelay());
+      setTimeout(function () { if (!paused && !signedOut) retry.reconnect(); }, nextDelay());
     }
   });
 
   document.addEventListener("visibilitychange", function () {
-    if (!main || !wrapper) return;
+    if (!main || !wrapper || signedOut) return;
     if (document.hidden) {
       paused = true;
       if (socket) socket.close(1000, "tab hidden");

@@ -267,7 +267,7 @@ def test_an_operator_of_line_01_is_refused_line_03(open_page, asgi_server):
         })"""
     )
     about_03 = [m for m in messages if m.get("topic") == "line:03"]
-    assert about_03 == [{"type": "refused", "topic": "line:03"}], messages
+    assert about_03 == [{"type": "refused", "topic": "line:03", "reason": "not allowed"}], messages
     assert {"type": "subscribed", "topic": "line:01"} in messages
     assert not any("m:601" in m.get("html", "") for m in messages)
 
