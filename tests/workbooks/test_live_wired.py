@@ -80,7 +80,11 @@ async def test_it_refuses_someone_elses_upload(plant, operator1):
     await communicator.send_to(
         text_data=json.dumps({"type": "subscribe", "topics": [upload.topic]})
     )
-    assert await next_of(communicator, "refused") == {"type": "refused", "topic": upload.topic}
+    assert await next_of(communicator, "refused") == {
+        "type": "refused",
+        "topic": upload.topic,
+        "reason": "not allowed",
+    }
     await communicator.disconnect()
 
 
