@@ -41,11 +41,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from fleetops.outage import DEPENDENCY_DOWN
+
 from .access import Verdict, access_verdict
 from .hub import Hub
 from .push import user_group
 from .topics import parse, topic_allowed, visible_line_codes
 
+# 1013 "Try Again Later": htmx's ws extension reconnects on its schedule.
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_SIGNED_OUT = 4401
 CLOSE_PONG_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4429
@@ -111,7 +115,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.user_id = user.pk
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
-        self.allowed_lines = await database_sync_to_async(visible_line_codes)(user=user)
+        try:
+            self.allowed_lines = await database_sync_to_async(visible_line_codes)(user=user)
+            # Notices meant for this user (a refused setpoint, a lock taken
+            # over by another operator, a change of what they may watch)
+            # reach every page they have open.
+            await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        except DEPENDENCY_DOWN as exc:
+            # The database or Redis is down: a clean "try again later" the
+            # page shows as DISCONNECTED and reconnects from, not a 500.
+            logger.warning("live socket refused, a service is down: %s", exc.__class__.__name__)
+            self.closing = True
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER, reason="Service unavailable")
+            return
+        self.user_group = user_group(user.pk)
         self.loop = asyncio.get_running_loop()
         self.outbox: deque[str] = deque()
         self.sending: asyncio.Task | None = None
@@ -124,11 +142,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.max_frame = settings.LIVE_MAX_FRAME
         self.hub = Hub.for_running_loop()
         self.hub.ensure_listening()
-        # Notices meant for this user (a refused setpoint, a lock taken
-        # over by another operator, a change of what they may watch) reach
-        # every page they have open.
-        self.user_group = user_group(user.pk)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
         # The heartbeat is one timer per socket, never a task: a thousand
         # sockets cost a thousand timer entries. The first ping waits for
