@@ -14,6 +14,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fleetops.settings")
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 
+from fleetops.outage import daphne_leaves_bodies_to_django  # noqa: E402
+
+# Before daphne accepts a connection: Django, not Twisted, parses bodies
+# (a gateway's wrong content type gets the API's 415 JSON, not an empty 400).
+daphne_leaves_bodies_to_django()
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

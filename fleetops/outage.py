@@ -31,12 +31,60 @@ DEPENDENCY_DOWN = (
 )
 
 
+def daphne_leaves_bodies_to_django() -> None:
+    """Stop Twisted parsing POST form bodies under daphne.
+
+    Twisted's Request parses every multipart/form-data body into
+    `request.args` (which daphne never reads) before daphne hands the body
+    to Django, and answers a body it cannot parse with its own empty 400:
+    a gateway that sent the wrong content type got that instead of our 415
+    JSON. Django parses the body itself where a view wants a form.
+    """
+    try:
+        from daphne import http_protocol
+    except ImportError:  # not served by daphne
+        return
+    if getattr(http_protocol.WebRequest, "leaves_body_to_django", False):
+        return
+
+    class WebRequest(http_protocol.WebRequest):
+        leaves_body_to_django = True
+
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("parsePOSTFormSubmission", False)
+            super().__init__(*args, **kwargs)
+
+    # The server factory builds each request from this module global.
+    http_protocol.WebRequest = WebRequest
+
+
+def _as_json(response):
+    name = response.reason_phrase.lower().replace(" ", "_")
+    answer = JsonResponse(
+        {"error": name, "detail": [{"message": f"{response.reason_phrase}."}]},
+        status=response.status_code,
+    )
+    for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if header in response:
+            answer[header] = response[header]
+    return answer
+
+
 class DeviceApiErrorMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            request.path.startswith(API_PREFIX)
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            # Django's own answers (an unknown /api/ path, CSRF) are pages:
+            # a device gets the same answer as JSON.
+            return _as_json(response)
+        return response
 
     def process_exception(self, request, exception):
         if not request.path.startswith(API_PREFIX):

@@ -92,8 +92,10 @@ def _thresholds(machine_ids) -> dict[int, dict[str, _Threshold]]:
 
 
 def machine_latest(*, machine: Machine, now: datetime | None = None) -> dict:
-    """The machine's latest reported state, each value with its device ts
-    and age in seconds; values older than the window read as null."""
+    """The machine's latest reported state, each value with its ts (the
+    time it counts from: its device ts, or the receive time when the device
+    clock ran ahead) and its age in seconds; values older than the window
+    read as null."""
     now = now or timezone.now()
     oldest = now - RETENTION
     latest = MachineLatest.objects.filter(machine=machine).first()

@@ -186,7 +186,7 @@ def _number(value) -> float | str:
     return number
 
 
-def _storable_text(value) -> bool:
+def storable_text(value) -> bool:
     """A JSON string the databases can store and index: no NUL (PostgreSQL
     refuses it in text) and no lone surrogate (not encodable as UTF-8)."""
     if "\x00" in value:
@@ -200,7 +200,7 @@ def _storable_text(value) -> bool:
 
 def _machine_code(value) -> str | None:
     """The frame's machine code when it is one that can be looked up."""
-    return value if isinstance(value, str) and _storable_text(value) else None
+    return value if isinstance(value, str) and storable_text(value) else None
 
 
 def _json_type(value) -> str:
@@ -250,7 +250,7 @@ def batch_validate(*, gateway: Gateway, document: object, now: datetime) -> Vali
                 f"Required: a string of 1 to {MAX_BATCH_ID_LENGTH} characters.", field="batch_id"
             )
         )
-    elif not _storable_text(batch_id):
+    elif not storable_text(batch_id):
         errors.append(
             _problem("NUL characters and unpaired surrogates are not allowed.", field="batch_id")
         )

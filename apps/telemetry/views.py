@@ -2,8 +2,8 @@
 and reads live in validation.py, services.py and selectors.py.
 
 Every endpoint is exempt from the login redirect (they answer 401 as
-JSON) and the ingest from CSRF: a bearer token is not a cookie, so there
-is nothing for a cross-site form to ride on.
+JSON) and from CSRF: a bearer token is not a cookie, so there is nothing
+for a cross-site form to ride on, and a session may only GET.
 """
 
 import functools
@@ -14,7 +14,6 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
 from apps.plant.auth import bearer_token
 from apps.plant.models import Gateway, Machine
@@ -29,6 +28,7 @@ from .validation import (
     body_decode,
     document_parse,
     max_body_bytes,
+    storable_text,
 )
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -64,6 +64,29 @@ def _content_length(request: HttpRequest) -> int:
         return 0
 
 
+def device_endpoint(method: str):
+    """A device API view: no login redirect, no CSRF check (a bearer token
+    is not a cookie; a session may only read), and any other method a JSON
+    405 naming the allowed one, so a device never gets an HTML page (the
+    CSRF check used to answer a PUT on a GET endpoint with an HTML 403)."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method != method:
+                response = JsonResponse(
+                    {"error": "method_not_allowed", "detail": [{"message": f"Use {method}."}]},
+                    status=405,
+                )
+                response["Allow"] = method
+                return response
+            return view(request, *args, **kwargs)
+
+        return csrf_exempt(login_not_required(wrapped))
+
+    return decorate
+
+
 def _rejected(exc: BatchRejected) -> JsonResponse:
     return JsonResponse(exc.as_json(), status=exc.status)
 
@@ -77,9 +100,7 @@ def _too_many(retry_after: int) -> JsonResponse:
     return response
 
 
-@csrf_exempt
-@login_not_required
-@require_POST
+@device_endpoint("POST")
 def telemetry_ingest(request: HttpRequest) -> JsonResponse:
     gateway, error = _gateway(request)
     if error:
@@ -113,8 +134,7 @@ def telemetry_ingest(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"accepted": result.accepted, "duplicate": result.duplicate}, status=202)
 
 
-@login_not_required
-@require_GET
+@device_endpoint("GET")
 def machine_latest_detail(request: HttpRequest, code: str) -> JsonResponse:
     # Who is asking first (401), then whether the machine exists (404),
     # then whether they may read it (403). Errors stay JSON: a device
@@ -126,7 +146,13 @@ def machine_latest_detail(request: HttpRequest, code: str) -> JsonResponse:
             return error
     elif not request.user.is_authenticated:
         return _unauthorized("Log in or send a device token.", token_sent=False)
-    machine = Machine.objects.select_related("line").filter(code=code).first()
+    # A code no machine can have (PostgreSQL refuses to even compare text
+    # holding NUL) is simply not found.
+    machine = (
+        Machine.objects.select_related("line").filter(code=code).first()
+        if storable_text(code)
+        else None
+    )
     if machine is None:
         return JsonResponse(
             {"error": "not_found", "detail": [{"message": f"No machine {code}."}]}, status=404
@@ -143,8 +169,7 @@ def machine_latest_detail(request: HttpRequest, code: str) -> JsonResponse:
     return JsonResponse(machine_latest(machine=machine))
 
 
-@login_not_required
-@require_GET
+@device_endpoint("GET")
 def gateway_detail(request: HttpRequest) -> JsonResponse:
     """Who the token belongs to and what it reports for: the gateway's
     machines and their sensors, so a gateway needs no local plant copy."""
@@ -160,7 +185,6 @@ def _openapi_document() -> bytes:
     return OPENAPI_PATH.read_bytes()
 
 
-@login_not_required
-@require_GET
+@device_endpoint("GET")
 def openapi_document(request: HttpRequest) -> HttpResponse:
     return HttpResponse(_openapi_document(), content_type="application/json")

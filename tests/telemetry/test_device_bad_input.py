@@ -1,14 +1,19 @@
 """Inputs a black-box probe of the device API found answered with HTML 500s.
 
 A gateway retries a 5xx forever; a 4xx tells it to quarantine the batch.
-Each case must answer a JSON 400 naming the field, and store nothing.
+Each case must answer a JSON 4xx (400 naming the field), and store nothing.
 """
 
 import json
+import urllib.error
+import urllib.request
 
 import pytest
+from django.db import connections
 
-from .conftest import frame, stored
+from tests.support.processes import daphne_server
+
+from .conftest import URL, frame, stored
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +67,42 @@ def test_after_a_refused_bad_batch_the_same_gateway_still_stores_a_good_one(send
     response = send({"batch_id": "b-2", "frames": [frame(readings={"temp": 70.0})]})
     assert response.status_code == 202, response.content
     assert stored() == (1, 1, 1)
+
+
+def _post_to(server: str, *, token: str, body: bytes, content_type: str):
+    request = urllib.request.Request(
+        server + URL,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary=x"],
+)
+def test_a_multipart_body_gets_the_415_json_from_daphne_too(token, content_type):
+    # Twisted under daphne used to answer an unparsable form body itself
+    # with an empty 400, before Django saw the request.
+    with daphne_server() as (server, _proc):
+        status, headers, body = _post_to(
+            server, token=token, body=b'{"batch_id": "b-1"}', content_type=content_type
+        )
+    assert (status, headers["Content-Type"]) == (415, "application/json"), body
+    assert json.loads(body)["error"] == "unsupported_media_type"
+    assert stored() == (0, 0, 0)
+    connections.close_all()
+
+
+@pytest.mark.parametrize("code", ["m:4%0001", "%00"])
+def test_a_machine_code_with_nul_on_the_latest_endpoint_gets_a_json_404(client, token, code):
+    response = client.get(f"/api/v1/machines/{code}/latest", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 404, response.content
+    assert response.json()["error"] == "not_found"

@@ -61,3 +61,10 @@ def test_a_page_error_outside_the_device_api_keeps_djangos_handling(client, monk
     middleware = DeviceApiErrorMiddleware(lambda request: None)
     request = client.get("/").wsgi_request
     assert middleware.process_exception(request, OperationalError("down")) is None
+
+
+def test_an_unknown_device_api_path_answers_json_404_not_a_page(client):
+    response = client.get("/api/v1/nope")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": [{"message": "Not Found."}]}

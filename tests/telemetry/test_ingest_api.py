@@ -267,9 +267,11 @@ def test_it_answers_429_with_retry_after_over_the_rate(send, settings):
     assert stored() == (3, 1, 1)
 
 
-def test_it_refuses_get(client, token):
+def test_it_refuses_get_with_a_json_405_naming_post(client, token):
     response = client.get(URL, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()["error"] == "method_not_allowed"
 
 
 def test_it_stores_nothing_when_one_frame_of_many_is_bad(send):

@@ -110,3 +110,12 @@ def test_it_answers_nulls_for_a_machine_that_never_reported(client_for, operator
     body = client_for(operator1).get(url("m:404")).json()
     assert body["status"] == {"value": None, "ts": None, "age_s": None}
     assert body["readings"] == {} and body["stale"] is True
+
+
+@pytest.mark.parametrize("method", ["put", "delete", "patch"])
+def test_a_write_method_gets_a_json_405_not_the_csrf_page(client, token, method):
+    # The CSRF check used to answer these with its HTML 403 before the view.
+    response = getattr(client, method)(url(), HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert response.json()["error"] == "method_not_allowed"
