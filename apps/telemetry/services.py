@@ -113,7 +113,9 @@ def telemetry_batch_ingest(
                 changed_machine_ids=frozenset(),
             )
         _history_insert(frames=history, received_at=now)
-        changed = _latest_merge(frames=batch.frames, received_at=now)
+        changed = _latest_merge(
+            frames=batch.frames, received_at=now, clock_ahead=_clock_ahead(gateway)
+        )
         if changed:
             ids = sorted(changed)
             transaction.on_commit(lambda: _changed_machines_hand_on(machine_ids=ids))
@@ -207,7 +209,16 @@ def _history_insert(*, frames: list[Frame], received_at: datetime) -> None:
             )
 
 
-def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
+def _clock_ahead(gateway: Gateway) -> timedelta:
+    """How far the gateway's clock is known to run ahead, from its earlier
+    batches (zero when unknown, behind, or draining a queue)."""
+    offset = gateway.clock_offset_s
+    return timedelta(seconds=-offset) if offset is not None and offset < 0 else ZERO
+
+
+def _latest_merge(
+    *, frames: list[Frame], received_at: datetime, clock_ahead: timedelta = ZERO
+) -> set[int]:
     """Fold the frames into each machine's latest state, field by field:
     a value replaces the stored one only if it is strictly newer, so late
     or backfilled frames never overwrite newer truth (a late RUNNING
@@ -239,7 +250,11 @@ def _latest_merge(*, frames: list[Frame], received_at: datetime) -> set[int]:
     changed: list[tuple[MachineLatest, set[str]]] = []
     for row in rows:
         won = _latest_apply(
-            row=row, frames=by_machine[row.machine_id], received_at=received_at, critical=critical
+            row=row,
+            frames=by_machine[row.machine_id],
+            received_at=received_at,
+            critical=critical,
+            clock_ahead=clock_ahead,
         )
         if won is not None:
             changed.append((row, won))
@@ -266,6 +281,7 @@ def _latest_apply(
     frames: list[Frame],
     received_at: datetime,
     critical: Callable[[], frozenset[str]],
+    clock_ahead: timedelta = ZERO,
 ) -> set[str] | None:
     """Apply the frames to the row in place; return the reported fields
     that took a new value, or None when nothing at all changed."""
@@ -286,7 +302,12 @@ def _latest_apply(
             row.frame_ts, row.seen_at = at, received_at
             changed = True
         if f.status is not None and _status_outranks(
-            row=row, status=f.status, at=at, ahead=ahead, critical=critical
+            row=row,
+            status=f.status,
+            at=at,
+            ahead=ahead,
+            critical=critical,
+            doubt=_doubt(f.ts, at=at, ahead=ahead, clock_ahead=clock_ahead),
         ):
             row.status, row.status_ts, row.status_ahead_s = f.status, at, ahead.total_seconds()
             won.add("status")
@@ -313,6 +334,20 @@ def _latest_apply(
     return won if changed else None
 
 
+def _doubt(ts: datetime, *, at: datetime, ahead: timedelta, clock_ahead: timedelta) -> timedelta:
+    """How much earlier than `at` a frame stamped ahead may truly be from.
+
+    Unknown clock: the whole `ahead` (the frame could have waited that long
+    in a queue). A gateway known to run ahead by `clock_ahead` (measured on
+    its earlier batches) vouches for its frames up to that: its stamp less
+    `clock_ahead` is when the frame was made, so a fresh RUNNING after a
+    reset counts from now, and one made before the E-STOP still counts from
+    before it."""
+    if not ahead:
+        return ZERO
+    return abs(at - (ts - clock_ahead))
+
+
 def _status_outranks(
     *,
     row: MachineLatest,
@@ -320,6 +355,7 @@ def _status_outranks(
     at: datetime,
     ahead: timedelta,
     critical: Callable[[], frozenset[str]],
+    doubt: timedelta | None = None,
 ) -> bool:
     """Whether a reported status replaces the stored one.
 
@@ -340,7 +376,7 @@ def _status_outranks(
         if new_critical and not stored_critical:
             stored_at -= stored_ahead
         elif stored_critical and not new_critical:
-            new_at -= ahead
+            new_at -= ahead if doubt is None else doubt
     if new_at != stored_at:
         return new_at > stored_at
     # A tie, e.g. two frames stamped ahead in one batch: the device order

@@ -240,3 +240,45 @@ def test_the_admin_lists_each_gateway_clock_offset(client_for, admin_user, gatew
     assert "-240.0 s (clock ahead)" in listing
     page = client.get(f"/admin/plant/gateway/{gateway.pk}/change/").content.decode()
     assert "-240.0 s (clock ahead)" in page
+
+
+def test_a_gateway_known_to_run_4_min_fast_shows_a_reset_after_its_estop_at_once(
+    gateway_token, plant
+):
+    """Its earlier batches measured the offset: its stamps less 4 min are
+    when its frames were made, so the reset RUNNING is not held back."""
+    gateway, _ = gateway_token
+    m401 = plant.machines["m:401"]
+    t0 = datetime.now(UTC) - timedelta(minutes=20)
+    telemetry_batch_ingest(
+        gateway=gateway, batch=single(m401.pk, t0 + AHEAD, "RUNNING"), received_at=t0
+    )
+    gateway.refresh_from_db()
+    assert gateway.clock_offset_s == pytest.approx(-AHEAD.total_seconds())
+    at = t0 + timedelta(seconds=10)
+    telemetry_batch_ingest(
+        gateway=gateway, batch=single(m401.pk, at + AHEAD, "EMERGENCY_STOP"), received_at=at
+    )
+    assert MachineLatest.objects.get(machine=m401).status == "EMERGENCY_STOP"
+    at += timedelta(seconds=30)
+    telemetry_batch_ingest(
+        gateway=gateway, batch=single(m401.pk, at + AHEAD, "RUNNING"), received_at=at
+    )
+    assert MachineLatest.objects.get(machine=m401).status == "RUNNING"
+
+
+def test_a_frame_the_fast_gateway_made_before_its_estop_does_not_clear_it(gateway_token, plant):
+    gateway, _ = gateway_token
+    m401 = plant.machines["m:401"]
+    t0 = datetime.now(UTC) - timedelta(minutes=20)
+    telemetry_batch_ingest(
+        gateway=gateway, batch=single(m401.pk, t0 + AHEAD, "RUNNING"), received_at=t0
+    )
+    at = t0 + timedelta(seconds=10)
+    telemetry_batch_ingest(
+        gateway=gateway, batch=single(m401.pk, at + AHEAD, "EMERGENCY_STOP"), received_at=at
+    )
+    # Delivered late, made 5 s before the E-STOP by the same 4-min-fast clock.
+    late = single(m401.pk, at + AHEAD - timedelta(seconds=5), "RUNNING")
+    telemetry_batch_ingest(gateway=gateway, batch=late, received_at=at + timedelta(seconds=20))
+    assert MachineLatest.objects.get(machine=m401).status == "EMERGENCY_STOP"
