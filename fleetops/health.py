@@ -7,6 +7,7 @@ operator to fix, not a reason to take this process out of rotation.
 """
 
 import asyncio
+import functools
 import time
 
 from asgiref.sync import async_to_sync
@@ -64,21 +65,24 @@ def _broker():
     return app.conf.broker_url.split("@")[-1]
 
 
-def _gateway_clocks():
+def _gateway_clocks(*, named: bool):
     """The clock offsets of the gateways in use, for monitoring to alert
     on; a gateway's clock is not a part this process depends on, so it
-    never turns /healthz into a 503."""
+    never turns /healthz into a 503. /healthz needs no login: which
+    gateways exist, and which run a clock wrong enough to exploit, is for
+    staff only (`named`); others get the counts."""
     offsets = dict(
         Gateway.objects.filter(revoked_at__isnull=True, clock_offset_s__isnull=False).values_list(
             "name", "clock_offset_s"
         )
     )
     worst = max(offsets.values(), key=abs, default=None)
+    # name -> offset (s), negative when the clock is ahead.
+    skewed = {name: s for name, s in offsets.items() if abs(s) > Gateway.CLOCK_WARN_S}
     return {
         "gateways": len(offsets),
         "worst_offset_s": worst,
-        # name -> offset (s), negative when the clock is ahead.
-        "skewed": {name: s for name, s in offsets.items() if abs(s) > Gateway.CLOCK_WARN_S},
+        "skewed": skewed if named else len(skewed),
     }
 
 
@@ -93,7 +97,9 @@ def healthz(request):
         "database": _probe(_database),
         "channel_layer": _probe(_channel_layer),
         "broker": _probe(_broker),
-        "gateway_clocks": _probe(_gateway_clocks),
+        "gateway_clocks": _probe(
+            functools.partial(_gateway_clocks, named=request.user.is_staff)
+        ),
     }
     ok = all(checks[name]["ok"] for name in REQUIRED)
     return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)

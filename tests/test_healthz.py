@@ -52,7 +52,9 @@ def test_it_reports_an_unreachable_channel_layer(client, db, settings):
     assert response.json()["checks"]["channel_layer"]["ok"] is False
 
 
-def test_it_lists_the_gateways_whose_clock_is_off_without_failing(client, db, plant):
+def test_it_lists_the_gateways_whose_clock_is_off_to_staff_without_failing(
+    client, db, plant, admin_user
+):
     ahead, _ = gateway_issue(name="gw-fast", machines=[])
     fine, _ = gateway_issue(name="gw-fine", machines=[])
     revoked, _ = gateway_issue(name="gw-gone", machines=[])
@@ -61,6 +63,9 @@ def test_it_lists_the_gateways_whose_clock_is_off_without_failing(client, db, pl
     fine.clock_offset_record(offset_s=0.3, now=now)
     revoked.clock_offset_record(offset_s=-999.0, now=now)
     Gateway.objects.filter(pk=revoked.pk).update(revoked_at=now)
+    anonymous = client.get("/healthz").json()["checks"]["gateway_clocks"]["detail"]
+    assert anonymous == {"gateways": 2, "worst_offset_s": -240.0, "skewed": 1}
+    client.force_login(admin_user)
     response = client.get("/healthz")
     assert response.status_code == 200
     clocks = response.json()["checks"]["gateway_clocks"]
