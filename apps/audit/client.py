@@ -1,11 +1,13 @@
 """Who made a change: the operator's client address, written to every audit
 event as `host`.
 
-Behind the reverse proxy REMOTE_ADDR is the proxy's own address, so the
-setting CLIENT_ADDRESS_HEADER names the header the proxy writes the client
-into (deploy/nginx.conf appends it to X-Forwarded-For). Only that header
-is read, and only its last entry, the one our proxy added: earlier entries
-are whatever the client sent and prove nothing.
+Behind a reverse proxy REMOTE_ADDR is whatever the ASGI server made of
+the proxy headers (daphne --proxy-headers takes the first X-Forwarded-For
+entry), so the setting CLIENT_ADDRESS_HEADER names the header the proxy
+writes the client into. Only that header is read, and only its last entry,
+the one the nearest proxy wrote: earlier entries are whatever the client
+sent and prove nothing. deploy/nginx.conf overwrites X-Forwarded-For with
+the peer address, so there the first and the last entry are the same.
 """
 
 from django.conf import settings
