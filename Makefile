@@ -42,7 +42,7 @@ run: $(STAMP)
 	@# The simulated gateway queues until the server answers, so start order does not matter.
 	@trap 'kill $$gw 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py run_gateway --demo --server http://$(HOST):$(PORT) & gw=$$!; \
-	DEBUG=$${DEBUG:-true} BEAT_IN_PROCESS=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Installs Debian's Chromium for the browser tests when it is missing.
 browser-deps:

@@ -313,8 +313,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
 # The embedded profile only (eager Celery, in-memory channel layer): run
 # CELERY_BEAT_SCHEDULE on the serving process's loop (fleetops/beat_in_process.py),
-# so lock expiry and its notices reach the sockets. Ignored with a broker.
-BEAT_IN_PROCESS = env.bool("BEAT_IN_PROCESS", default=False)
+# so lock expiry and its notices reach the sockets however the server is
+# started (make run, runserver, daphne). Ignored with a broker.
+BEAT_IN_PROCESS = env.bool("BEAT_IN_PROCESS", default=CELERY_TASK_ALWAYS_EAGER)
 CELERY_BEAT_SCHEDULE = {
     # Drops whole hourly partitions of history older than 24 h (rows on SQLite).
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
@@ -328,7 +329,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0)},
     },
     # Pending locks expire 10 s after the request; beat is their one clock
-    # (`make run` runs this schedule inside the server: BEAT_IN_PROCESS).
+    # (the embedded profile runs this schedule inside the server: BEAT_IN_PROCESS).
     "control-locks-housekeeping": {
         "task": "apps.control.tasks.locks_housekeeping_task",
         "schedule": 2.0,

@@ -92,8 +92,12 @@ def _asgi_wrapped(**env: str) -> str:
     return result.stdout.strip()
 
 
-def test_make_runs_settings_run_beat_inside_the_server():
-    assert _asgi_wrapped(BEAT_IN_PROCESS="true", DATABASE_URL="", REDIS_URL="") == "True"
+def test_the_embedded_profile_runs_beat_inside_the_server_however_it_is_started():
+    assert _asgi_wrapped(BEAT_IN_PROCESS="", DATABASE_URL="", REDIS_URL="") == "True"
+
+
+def test_the_embedded_profile_can_be_told_not_to_run_beat():
+    assert _asgi_wrapped(BEAT_IN_PROCESS="false", DATABASE_URL="", REDIS_URL="") == "False"
 
 
 def test_with_a_broker_the_server_never_runs_beat_itself():

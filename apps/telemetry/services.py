@@ -506,20 +506,6 @@ def telemetry_prune(*, now: datetime | None = None) -> dict:
     return result
 
 
-PRUNE_EVERY = timedelta(minutes=5)
-
-
-def telemetry_prune_if_due(*, now: datetime | None = None) -> dict | None:
-    """Prune at most every PRUNE_EVERY, whoever calls.
-
-    The embedded profile has no Celery beat, so its ingest calls this; the
-    cache key makes one caller in five minutes do the work.
-    """
-    if not cache.add("telemetry:prune-due", 1, timeout=PRUNE_EVERY.total_seconds()):
-        return None
-    return telemetry_prune(now=now)
-
-
 # Rate
 # ----
 

@@ -9,7 +9,6 @@ for a cross-site form to ride on, and a session may only GET.
 import functools
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -21,7 +20,7 @@ from apps.plant.selectors import gateway_for_token, gateway_machine_list, line_c
 from apps.plant.services import gateway_touch
 
 from .selectors import gateway_may_read_machine, machine_latest
-from .services import gateway_rate_take, telemetry_batch_ingest, telemetry_prune_if_due
+from .services import gateway_rate_take, telemetry_batch_ingest
 from .validation import (
     BatchRejected,
     batch_validate,
@@ -129,8 +128,6 @@ def telemetry_ingest(request: HttpRequest) -> JsonResponse:
         return _too_many(retry_after)
     result = telemetry_batch_ingest(gateway=gateway, batch=batch, received_at=now)
     gateway_touch(gateway=gateway)
-    if settings.CELERY_TASK_ALWAYS_EAGER:  # no beat in the embedded profile
-        telemetry_prune_if_due(now=now)
     return JsonResponse({"accepted": result.accepted, "duplicate": result.duplicate}, status=202)
 
 
