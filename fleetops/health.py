@@ -97,9 +97,7 @@ def healthz(request):
         "database": _probe(_database),
         "channel_layer": _probe(_channel_layer),
         "broker": _probe(_broker),
-        "gateway_clocks": _probe(
-            functools.partial(_gateway_clocks, named=request.user.is_staff)
-        ),
+        "gateway_clocks": _probe(functools.partial(_gateway_clocks, named=request.user.is_staff)),
     }
     ok = all(checks[name]["ok"] for name in REQUIRED)
     return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)
