@@ -398,6 +398,11 @@ def _apply(upload: WorkbookUpload, run: _Run, batch: parsing.ParsedBatch, result
     """Hand the valid rows to control and record how that ended."""
     # Record the transaction id first: a run that dies after control
     # committed is recognised by the next one instead of locking twice.
+    # A run restarted while an earlier one may still be inside control
+    # (slow, not dead) reuses that run's id: whichever commits second
+    # collides on it and finds the first one's transaction.
+    if upload.tx_id:
+        batch.tx_id = upload.tx_id
     if not run.update(tx_id=batch.tx_id, **results):
         return None
     try:

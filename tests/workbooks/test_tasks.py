@@ -1,10 +1,13 @@
+
 """The parsing task: end to end (eager), idempotent re-runs, the sweeper."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -116,6 +119,28 @@ def test_it_links_the_transaction_a_dead_run_created_instead_of_locking_twice(
     services.upload_process(upload_id=upload.pk)
     upload = refresh(upload)
     assert upload.status == "applied" and upload.transaction == tx
+    assert ControlTransaction.objects.count() == 1
+
+
+def test_a_run_restarted_while_the_first_may_still_be_in_control_reuses_its_transaction_id(
+    new_upload, operator1
+):
+    """The first run recorded its transaction id and is still inside
+    control (slow, not dead) when the sweeper restarts it: both ask for
+    the same transaction, so the plant gets the setpoints once."""
+    upload = new_upload()
+    recorded = uuid.uuid4()
+    WorkbookUpload.objects.filter(pk=upload.pk).update(status="parsing", attempts=1, tx_id=recorded)
+    services.upload_process(upload_id=upload.pk)
+    upload = refresh(upload)
+    assert upload.status == "applied"
+    assert [tx.tx_id for tx in ControlTransaction.objects.all()] == [recorded]
+    # The first run, arriving second with the same id, makes no second one.
+    with pytest.raises(IntegrityError):
+        with transaction.atomic():
+            setpoint_batch_request(
+                actor=operator1, changes={"m:401": {"target_speed": 1500}}, tx_id=recorded
+            )
     assert ControlTransaction.objects.count() == 1
 
 
