@@ -214,28 +214,41 @@ def setpoint_batch_request(
     with transaction.atomic():
         locked = _machines_lock(machines)
         # Checked again under the row locks: the status may just have changed.
-        in_safety_state = [m for m in locked if m.display_status in critical]
-        if in_safety_state:
-            raise _refused_in_safety_state(in_safety_state)
-        tx = ControlTransaction.objects.create(
-            tx_id=tx_id or uuid.uuid4(), source=source, actor=actor, expires_at=now + LOCK_TTL
-        )
-        taken = _supersede(tx=tx, actor=actor, machines=locked, cleaned=cleaned, now=now)
-        from_others = [t for t in taken if t.owner_id != getattr(actor, "pk", None)]
-        conflicts = {(t.machine_id, t.field) for t in from_others}
-        new_locks = _locks_insert(
-            tx=tx, machines=locked, cleaned=cleaned, conflicts=conflicts, now=now
-        )
-        by_id = {m.pk: m for m in locked}
-        audit_record_many(
-            [
-                _superseded_event(t, by_id[t.machine_id], tx=tx, actor=actor, host=host)
-                for t in taken
-            ]
-            + [_requested_event(lock, tx=tx, actor=actor, host=host) for lock in new_locks]
-        )
-        tx_status_refresh({t.tx_id for t in taken})
-        _dispatch_on_commit(tx=tx, machines=locked, from_others=from_others, actor=actor)
+        if not any(m.display_status in critical for m in locked):
+            return _transaction_open(
+                tx_id=tx_id,
+                source=source,
+                actor=actor,
+                host=host,
+                locked=locked,
+                cleaned=cleaned,
+                now=now,
+            )
+    # It did (the machine E-stopped a moment ago): refused and audited, in
+    # its own transaction, like the first check.
+    _refuse_in_safety_state(
+        actor=actor, host=host, machines=locked, cleaned=cleaned, critical=critical
+    )
+    raise AssertionError("unreachable: _refuse_in_safety_state raises")
+
+
+def _transaction_open(*, tx_id, source, actor, host, locked, cleaned, now) -> ControlTransaction:
+    """The control transaction and its locks, superseding older ones, all
+    audited; the commands go out once it commits."""
+    tx = ControlTransaction.objects.create(
+        tx_id=tx_id or uuid.uuid4(), source=source, actor=actor, expires_at=now + LOCK_TTL
+    )
+    taken = _supersede(tx=tx, actor=actor, machines=locked, cleaned=cleaned, now=now)
+    from_others = [t for t in taken if t.owner_id != getattr(actor, "pk", None)]
+    conflicts = {(t.machine_id, t.field) for t in from_others}
+    new_locks = _locks_insert(tx=tx, machines=locked, cleaned=cleaned, conflicts=conflicts, now=now)
+    by_id = {m.pk: m for m in locked}
+    audit_record_many(
+        [_superseded_event(t, by_id[t.machine_id], tx=tx, actor=actor, host=host) for t in taken]
+        + [_requested_event(lock, tx=tx, actor=actor, host=host) for lock in new_locks]
+    )
+    tx_status_refresh({t.tx_id for t in taken})
+    _dispatch_on_commit(tx=tx, machines=locked, from_others=from_others, actor=actor)
     return tx
 
 
