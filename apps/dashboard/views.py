@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from apps.audit.client import client_address
 from apps.control import services as control
 from apps.control.forms import SetpointForm
+from apps.live import topics as live_topics
 from apps.plant import selectors as plant
 from apps.plant.models import Line, LineMembership, Machine, MachineStatus
 
@@ -25,9 +26,14 @@ def _line_for_viewer(request, code: str) -> tuple[Line, str]:
 
 def overview(request):
     lines = list(plant.line_list_for_user(user=request.user))
-    return render(
-        request, "dashboard/overview.html", {"cards": selectors.plant_overview(lines=lines)}
-    )
+    context = {
+        "cards": selectors.plant_overview(lines=lines),
+        # The overview is re-rendered this often: a chip may be that much
+        # older than the staleness limit before its next render, and must
+        # not turn stale in the browser meanwhile.
+        "refresh_s": live_topics.parse(live_topics.GLOBAL).sweep,
+    }
+    return render(request, "dashboard/overview.html", context)
 
 
 def _partial(request) -> bool:

@@ -291,7 +291,9 @@
     var limit = Number(main.dataset.staleAfter || 5) * 1000;
     document.querySelectorAll("[data-seen-at]").forEach(function (element) {
       var seen = Date.parse(element.dataset.seenAt);
-      var old = isNaN(seen) || serverNow - seen > limit;
+      // A region re-rendered only every few seconds may be that much older.
+      var grace = Number(element.dataset.staleGrace || 0) * 1000;
+      var old = isNaN(seen) || serverNow - seen > limit + grace;
       element.classList.toggle("is-stale", old);
     });
   }
@@ -389,13 +391,20 @@
     showToast(toast.outerHTML);
   }
 
+  // Only a request that never left the browser is surely not sent; a lost
+  // answer or a server error may come after the change was made, and
+  // sending again would supersede it.
+  var MAYBE_SENT = " The change may have been made: check its pending value before sending again.";
+
   document.addEventListener("htmx:sendError", function (event) {
-    notSent(event, "Not sent: no connection to the server.");
+    notSent(event, navigator.onLine === false
+      ? "Not sent: no connection to the server."
+      : "No answer from the server." + MAYBE_SENT);
   });
 
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr ? event.detail.xhr.status : 0;
-    notSent(event, "Not sent: the server answered " + status + ". Try again.");
+    notSent(event, "The server answered " + status + "." + MAYBE_SENT);
   });
 
   // A new request clears the last "not sent" notice of its form.

@@ -81,9 +81,7 @@ def test_a_cut_network_turns_stale_then_disconnected_then_recovers_with_fresh_da
     expect(band(page)).to_be_hidden()
 
 
-def test_every_reconnect_attempt_keeps_the_page_desaturated_until_the_snapshot(
-    login, asgi_server
-):
+def test_every_reconnect_attempt_keeps_the_page_desaturated_until_the_snapshot(login, asgi_server):
     page = login("operator1")
     page.goto(f"{asgi_server}/lines/01/")
     wait_live(page, "line:01")
@@ -151,3 +149,21 @@ def test_a_row_whose_data_ages_past_the_limit_turns_stale_with_the_server_frozen
             expect(age).to_have_text(re.compile(r"^([5-9]|\d\d+) s ago$"), timeout=WAIT)
         finally:
             os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_a_server_error_after_send_warns_the_change_may_have_been_made(login, asgi_server):
+    """A 502 from the proxy, or a 500 after the change was committed: the
+    form must not claim "not sent", or the operator sends it twice."""
+    page = login("operator1")
+    page.goto(f"{asgi_server}/machines/m:401/")
+    wait_live(page, "m:401")
+    page.route("**/control/setpoint/", lambda route: route.fulfill(status=502, body="Bad Gateway"))
+    form = page.locator("#setpoint-form")
+    form.locator("input[name=target_speed]").fill("1234")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".form-not-sent")).to_have_text(
+        "The server answered 502. The change may have been made: "
+        "check its pending value before sending again.",
+        timeout=WAIT,
+    )
+    expect(form.locator(".form-sent")).to_have_count(0)
