@@ -36,11 +36,3 @@ def test_no_domain_app_imports_the_ui_side(app):
     )
     assert wrong == []
 
-
-def test_the_gateway_agent_imports_no_server_app():
-    wrong = sorted(
-        (path, name)
-        for path, name in imported_modules("edge")
-        if name.startswith("apps.") and not name.startswith("apps.edge")
-    )
-    assert wrong == []

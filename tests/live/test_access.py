@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 
+from apps.live import consumers
 from apps.live.hub import Hub
 from apps.plant import changes
 from apps.plant.models import LineMembership
@@ -156,8 +157,16 @@ async def test_a_removed_membership_revokes_that_lines_topics_and_nothing_else(o
     await socket.disconnect()
 
 
-async def test_a_downgrade_to_viewer_keeps_the_line_on_screen(operator1):
+async def test_a_downgrade_to_viewer_keeps_the_line_on_screen(operator1, monkeypatch):
     socket = await watching(await signed_in_browser(operator1), "line:01")
+    checked = []
+    verdict = consumers.access_verdict
+
+    def counted(*args, **kwargs):
+        checked.append(1)
+        return verdict(*args, **kwargs)
+
+    monkeypatch.setattr(consumers, "access_verdict", counted)
 
     @database_sync_to_async
     def downgrade():
@@ -166,7 +175,11 @@ async def test_a_downgrade_to_viewer_keeps_the_line_on_screen(operator1):
         changes.membership_save(membership=membership, actor=None)
 
     await downgrade()
-    await asyncio.sleep(0.5)  # the re-check has run
+    for _ in range(50):  # the re-check the membership change asked for has run
+        if checked:
+            break
+        await asyncio.sleep(0.05)
+    assert checked
     assert await still_streaming(socket, "line:01")
     await socket.disconnect()
 

@@ -150,6 +150,9 @@ async def test_a_socket_that_answers_pings_stays_open(operator1, settings):
     for _ in range(4):
         ping = await receive_type(communicator, "ping")
         await communicator.send_to(text_data=json.dumps({"type": "pong", "ts": ping["ts"]}))
+    # Well past the pong timeout, the server still talks to it: not closed.
+    output = await communicator.receive_output(timeout=2)
+    assert output["type"] == "websocket.send", output
     await communicator.disconnect()
 
 
