@@ -316,6 +316,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
 # so lock expiry and its notices reach the sockets however the server is
 # started (make run, runserver, daphne). Ignored with a broker.
 BEAT_IN_PROCESS = env.bool("BEAT_IN_PROCESS", default=CELERY_TASK_ALWAYS_EAGER)
+WORKBOOK_SWEEP_EVERY_SECONDS = env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     # Drops whole hourly partitions of history older than 24 h (rows on SQLite).
     "telemetry-prune": {"task": "apps.telemetry.tasks.telemetry_prune_task", "schedule": 300.0},
@@ -325,8 +326,8 @@ CELERY_BEAT_SCHEDULE = {
     # a sweep nobody ran by the next one is dropped, not piled up.
     "workbooks-requeue-stuck": {
         "task": "apps.workbooks.tasks.workbooks_requeue_stuck",
-        "schedule": env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0),
-        "options": {"expires": env.float("WORKBOOK_SWEEP_EVERY_SECONDS", default=10.0)},
+        "schedule": WORKBOOK_SWEEP_EVERY_SECONDS,
+        "options": {"expires": WORKBOOK_SWEEP_EVERY_SECONDS},
     },
     # Pending locks expire 10 s after the request; beat is their one clock
     # (the embedded profile runs this schedule inside the server: BEAT_IN_PROCESS).
