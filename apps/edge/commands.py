@@ -292,7 +292,9 @@ class CommandChannel:
     def _apply(self, sim: Simulator, machine: str, changes: dict, expires_at: datetime) -> None:
         """Under the plant lock: last checks, then the setpoint itself."""
         self._check_expiry(expires_at)  # again: a --command-delay may have run it out
-        state = sim.by_code[machine]
+        state = sim.by_code.get(machine)
+        if state is None:  # the server's plant changed meanwhile (plant_refresh.py)
+            raise Refused(f"machine {machine[:40]} not simulated by this gateway")
         if state.status in CRITICAL_STATUSES:
             raise Refused(f"machine in {state.status}")
         if "target_speed" in changes:

@@ -194,6 +194,23 @@ class Window:
         return cls(float(match[2] or 0), float(match[1]))
 
 
+def _machine(code: str, specs, rng: random.Random, ramp_rate: float) -> MachineState:
+    specs = [SensorSpec(spec) if isinstance(spec, str) else spec for spec in specs]
+    sensors = [
+        SensorSignal(key=spec.key, nominal=spec.nominal, bias=rng.uniform(-0.03, 0.03))
+        for spec in specs
+    ]
+    # Machines run at different setpoints: 1200-1800 rpm in steps of 100.
+    target = NOMINAL_SPEED + 100 * rng.randint(-3, 3)
+    return MachineState(code=code, sensors=sensors, target_speed=target, ramp_rate=ramp_rate)
+
+
+def _kept_signals(old: list[SensorSignal], new: list[SensorSignal]) -> list[SensorSignal]:
+    """The new sensor list, where a sensor with the same key and nominal keeps its drift."""
+    same = {(s.key, s.nominal): s for s in old}
+    return [same.get((s.key, s.nominal), s) for s in new]
+
+
 def iso_ms(moment: datetime) -> str:
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -232,25 +249,34 @@ class Simulator:
     ) -> "Simulator":
         """Machines from machine code -> sensors (a bare key is a sensor without limits)."""
         rng = random.Random(seed)
-        machines = []
-        for code, specs in machine_sensors.items():
-            specs = [SensorSpec(spec) if isinstance(spec, str) else spec for spec in specs]
-            sensors = [
-                SensorSignal(key=spec.key, nominal=spec.nominal, bias=rng.uniform(-0.03, 0.03))
-                for spec in specs
-            ]
-            # Machines run at different setpoints: 1200-1800 rpm in steps of 100.
-            target = NOMINAL_SPEED + 100 * rng.randint(-3, 3)
-            machines.append(
-                MachineState(code=code, sensors=sensors, target_speed=target, ramp_rate=ramp_rate)
-            )
         return cls(
-            machines=machines,
+            machines=[
+                _machine(code, specs, rng, ramp_rate) for code, specs in machine_sensors.items()
+            ],
             started_at=started_at or datetime.now(UTC),
             faults=list(faults),
             offline=list(offline),
             seed=seed,
         )
+
+    def replan(self, machine_sensors: dict[str, list[SensorSpec | str]]) -> None:
+        """Simulate this machine set from now on (the server's plant changed).
+
+        A machine still listed keeps its status, speed and setpoints, with
+        its sensors as now listed; a new one starts like at build; a machine
+        no longer listed stops reporting, and its scheduled faults with it.
+        """
+        ramp_rate = self.machines[0].ramp_rate if self.machines else 150.0
+        machines = []
+        for code, specs in machine_sensors.items():
+            fresh = _machine(code, specs, self.rng, ramp_rate)
+            if kept := self.by_code.get(code):
+                kept.sensors = _kept_signals(kept.sensors, fresh.sensors)
+                fresh = kept
+            machines.append(fresh)
+        self.machines = machines
+        self.by_code = {m.code: m for m in machines}
+        self._pending = [f for f in self._pending if f.machine in self.by_code]
 
     def is_offline(self, code: str, t: float) -> bool:
         return any(w.machine == code and w.covers(t) for w in self.offline)

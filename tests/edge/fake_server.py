@@ -3,7 +3,7 @@
 Telemetry POSTs are answered from a script (status, body, headers) and then
 with 202, each batch id stored once like the real endpoint. `GET
 /api/v1/gateway` answers with `plant` (404 while it is None, 401 once
-`token_refused` is set). The server
+`token_refused` is set, 503 while `plant_unavailable` is). The server
 can be stopped and started again on the same port to play a link that goes
 down and comes back.
 """
@@ -32,6 +32,7 @@ class FakeTelemetryServer:
         self.plant: dict | None = None  # the answer to GET /api/v1/gateway
         self.plant_headers: list[dict] = []
         self.token_refused = False  # answer GET /api/v1/gateway 401, as for a revoked token
+        self.plant_unavailable = False  # answer it 503, as an overloaded server would
         self.lock = threading.Lock()
         self._httpd = None
         self._thread = None
@@ -64,9 +65,11 @@ class FakeTelemetryServer:
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
         with self.lock:
             self.plant_headers.append(dict(handler.headers))
-            plant, refused = self.plant, self.token_refused
+            plant, refused, unavailable = self.plant, self.token_refused, self.plant_unavailable
         if refused:
             self._respond(handler, 401, {"error": "unauthorized"}, {})
+        elif unavailable:
+            self._respond(handler, 503, {"error": "unavailable"}, {})
         elif handler.path == "/api/v1/gateway" and plant is not None:
             self._respond(handler, 200, plant, {})
         else:

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.edge.plant import plant_wait
+from apps.edge.plant_cache import PlantCache
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import HttpSender
 from apps.plant.services import demo_sensor_specs, gateway_issue
@@ -87,6 +89,8 @@ def test_it_waits_for_a_server_that_starts_after_it(token, tmp_path, client):
         starter.join()
         late.stop()
     assert f"waiting for the server at {late.url}" in out
+    assert f"no cached plant at {tmp_path / 'q.plant.json'}" in out
+    assert f"plant from the server at {late.url}" in out
     assert "Gateway gw-7: 1 machines, 6 sensors" in out
     assert "delivered 3 frames" in out
 
@@ -98,6 +102,48 @@ def test_it_stops_when_the_server_refuses_its_token(server, tmp_path):
             *("--token", "fo_revoked", "--server", server.url),
             *("--queue", str(tmp_path / "q.sqlite3"), "--duration", "0"),
         )
+
+
+def test_it_records_from_its_cached_plant_while_the_server_is_down(server, token, tmp_path):
+    """A gateway rebooted during an outage: its queue keeps every frame,
+    delivered exactly once when the server is back."""
+    path = tmp_path / "q.sqlite3"
+    options = [*("--token", token, "--server", server.url, "--queue", str(path))]
+    options += "--machines m:401 --rate 10 --no-commands --backoff-cap 0.05".split()
+    out, _ = run(*options, "--duration", "0.2")
+    assert f"plant from the server at {server.url}" in out
+    cached_at = json.loads((tmp_path / "q.plant.json").read_text())["saved_at"]
+
+    server.stop()
+    # A gateway that waits for the server instead gets it back after 10 s, and fails below.
+    rescue = threading.Timer(10, server.start)
+    rescue.start()
+    try:
+        out, _ = run(*options, "--duration", "0.5", "--drain-timeout", "0.2")
+    finally:
+        rescue.cancel()
+    assert f"plant from the cache of {cached_at[:10]}" in out and "server unreachable" in out
+    assert "Gateway gw-7: 1 machines, 6 sensors" in out
+    assert "5 batches still queued" in out
+    assert queue_depth(path) == 5
+
+    server.start()
+    out, _ = run(*options, "--duration", "0.2")
+    assert "delivered 7 frames" in out and "0 batches still queued" in out
+    assert list(server.stored) == [f"gw-7:{n:06d}" for n in range(1, 10)]
+    assert len(server.sent_batch_ids) == 9  # each batch sent once, none lost
+    assert json.loads((tmp_path / "q.plant.json").read_text())["saved_at"] > cached_at
+
+
+def test_it_stops_on_a_refused_token_even_with_a_cached_plant(server, token, tmp_path):
+    PlantCache(tmp_path / "q.plant.json", token).save(server.plant)
+    server.token_refused = True
+    with pytest.raises(CommandError, match="refused the gateway token"):
+        run(
+            *("--token", token, "--server", server.url),
+            *("--queue", str(tmp_path / "q.sqlite3"), "--duration", "0"),
+        )
+    assert not server.requests
 
 
 def test_it_takes_the_token_from_the_environment(server, token, tmp_path, monkeypatch):

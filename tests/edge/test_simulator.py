@@ -128,3 +128,28 @@ def test_it_refuses_malformed_specs():
     assert Window.parse_link("30@10") == Window(10, 30)
     with pytest.raises(ValueError, match="not simulated"):
         Simulator.build({"m:401": []}, faults=[Fault.parse("m:999:FAULT@1")])
+
+
+def test_it_keeps_a_machines_state_when_the_plant_is_replanned():
+    sim = Simulator.build({"m:401": ["speed", "temp"], "m:402": ["speed"]}, started_at=T0, seed=3)
+    sim.set_target_speed("m:401", 2100)
+    run(sim, 5)
+    speed = sim.by_code["m:401"].speed
+    sim.replan({"m:401": ["speed", "temp", "vibration"], "m:403": ["speed"]})
+    kept = sim.by_code["m:401"]
+    assert kept.speed == speed and kept.target_speed == 2100
+    assert [s.key for s in kept.sensors] == ["speed", "temp", "vibration"]
+    frames = sim.step(6)
+    assert [f["machine"] for f in frames] == ["m:401", "m:403"]
+    assert frames[1]["speed"] == 150  # a new machine ramps up from standstill
+
+
+def test_it_drops_the_faults_of_a_machine_no_longer_simulated():
+    sim = Simulator.build(
+        {"m:401": ["speed"], "m:402": ["speed"]},
+        started_at=T0,
+        seed=3,
+        faults=[Fault.parse("m:402:FAULT@3")],
+    )
+    sim.replan({"m:401": ["speed"]})
+    assert [f["machine"] for f in sim.step(4)] == ["m:401"]

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.edge.agent import Agent
 from apps.edge.plant import GatewayPlant, PlantError, plant_select, plant_wait
+from apps.edge.plant_cache import PlantCache, token_fingerprint
+from apps.edge.plant_refresh import PlantRefresh
 from apps.edge.queue import OfflineQueue
 from apps.edge.sender import Backoff, HttpSender
 from apps.edge.simulator import Fault, Simulator, Window
@@ -94,6 +96,13 @@ class Command(BaseCommand):
         parser.add_argument("--max-frames", type=int, default=500, help="frames per batch")
         parser.add_argument("--backoff-cap", type=float, default=30.0, help="seconds")
         parser.add_argument("--progress-every", type=float, default=2.0, help="seconds")
+        parser.add_argument(
+            "--plant-refresh",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="ask the server for the plant again this often and follow changes (0: never)",
+        )
         commands = parser.add_mutually_exclusive_group()
         commands.add_argument(
             "--no-commands",
@@ -151,6 +160,15 @@ class Command(BaseCommand):
     def _queue_path(self, options, name: str) -> str:
         return options["queue"] or str(settings.VAR_DIR / "edge" / f"{name}.sqlite3")
 
+    def _plant_cache(self, o, token: str) -> PlantCache:
+        """Beside the queue. Until the server has named the gateway, the queue
+        is known only from --queue, --name or --demo; otherwise the token names it."""
+        if o["queue"]:
+            return PlantCache(Path(o["queue"]).with_suffix(".plant.json"), token)
+        name = o["name"] or (DEMO_GATEWAY if o["demo"] else "")
+        name = name or f"gateway-{token_fingerprint(token)[:12]}"
+        return PlantCache(settings.VAR_DIR / "edge" / f"{name}.plant.json", token)
+
     def _token(self, o) -> str:
         token_file = o["token_file"] or (demo_token_file() if o["demo"] else None)
         if token_file is None:
@@ -182,7 +200,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
-    def _plant(self, o, token: str, stopping: threading.Event) -> GatewayPlant | None:
+    def _plant(self, o, token: str, stopping: threading.Event):
+        """What to simulate, from the server's plant or its cached answer, and
+        the channel that keeps it current; None when stopped while waiting."""
+        cache = self._plant_cache(o, token)
         try:
             plant = plant_wait(
                 o["server"],
@@ -190,12 +211,22 @@ class Command(BaseCommand):
                 stopping=stopping,
                 backoff=Backoff(cap=o["backoff_cap"]),
                 out=self.stdout.write,
+                cache=cache,
             )
             if plant is None:
                 return None
-            return plant_select(
-                plant, only=_codes(o["machines"]), sensors=o["sensors"], name=o["name"]
+            refresh = PlantRefresh(
+                o["server"],
+                token,
+                cache=cache,
+                known=plant,
+                select=lambda answer: plant_select(
+                    answer, only=_codes(o["machines"]), sensors=o["sensors"], name=o["name"]
+                ),
+                every=o["plant_refresh"],
+                backoff=Backoff(cap=o["backoff_cap"]),
             )
+            return refresh.select(plant), refresh
         except PlantError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -218,9 +249,9 @@ class Command(BaseCommand):
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            plant = self._plant(o, token, stopping)
-            if plant is not None:
-                agents.append(self._agent(o, plant, checked))
+            planned = self._plant(o, token, stopping)
+            if planned is not None:
+                agents.append(self._agent(o, *planned, checked))
                 if not stopping.is_set():
                     self._run(o, agents[0], checked)
         finally:
@@ -228,7 +259,7 @@ class Command(BaseCommand):
                 signal.signal(sig, handler)
             checked["sender"].close()
 
-    def _agent(self, o, plant: GatewayPlant, checked: dict) -> Agent:
+    def _agent(self, o, plant: GatewayPlant, refresh: PlantRefresh, checked: dict) -> Agent:
         try:
             simulator = Simulator.build(
                 plant.machine_sensors,
@@ -262,7 +293,7 @@ class Command(BaseCommand):
             link_offline=checked["link_offline"],
             out=lambda line: self.stdout.write(line),
             progress_every=o["progress_every"],
-            channels=checked["channels"],
+            channels=[*checked["channels"], *([refresh] if o["plant_refresh"] > 0 else [])],
         )
 
     def _run(self, o, agent: Agent, checked: dict) -> None:
