@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from .channel import BackgroundChannel
 from .sender import Backoff
 from .simulator import CRITICAL_STATUSES, MODES, Simulator
 
@@ -139,8 +140,10 @@ class CommandCounters:
     server_errors: int = 0
 
 
-class CommandChannel:
+class CommandChannel(BackgroundChannel):
     """An Agent channel (`start(agent)`, `stop()`) applying setpoints from the server."""
+
+    thread_suffix = "commands"
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ class CommandChannel:
         poll: float = 0.5,
         now: Callable[[], datetime] = utc_now,
     ):
+        super().__init__()
         self.url = command_url(server)
         self.token = token
         self.mode = CommandMode(mode)
@@ -175,28 +179,13 @@ class CommandChannel:
         self.counters = CommandCounters()
         self.connected = threading.Event()
         self.auth_failed = False
-        self.agent = None
         self._applied: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._stop = threading.Event()
         self._conn = None
         self._conn_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._last_fail_log = float("-inf")
 
     # Channel protocol
     # ----------------
-
-    def bind(self, agent) -> "CommandChannel":
-        self.agent = agent
-        return self
-
-    def start(self, agent) -> None:
-        self.bind(agent)
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"{getattr(agent, 'name', 'gateway')}-commands", daemon=True
-        )
-        self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()

@@ -11,9 +11,9 @@ it numbers the queue.
 """
 
 import logging
-import threading
 from collections.abc import Callable
 
+from .channel import BackgroundChannel
 from .plant import (
     GatewayPlant,
     PlantError,
@@ -29,7 +29,9 @@ from .sender import Backoff
 log = logging.getLogger(__name__)
 
 
-class PlantRefresh:
+class PlantRefresh(BackgroundChannel):
+    thread_suffix = "plant"
+
     def __init__(
         self,
         server: str,
@@ -42,27 +44,13 @@ class PlantRefresh:
         backoff: Backoff | None = None,
         timeout: float = 10.0,
     ):
+        super().__init__()
         self.server, self.token, self.cache = server, token, cache
         self.known = known  # the whole answer, before --machines/--sensors narrow it
         self.select = select
         self.every = every
         self.backoff = backoff or Backoff(base=0.5, cap=30.0)
         self.timeout = timeout
-        self.agent = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def bind(self, agent) -> "PlantRefresh":
-        self.agent = agent
-        return self
-
-    def start(self, agent) -> None:
-        self.bind(agent)
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"{getattr(agent, 'name', 'gateway')}-plant", daemon=True
-        )
-        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()

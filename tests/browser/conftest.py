@@ -46,8 +46,10 @@ def asgi_server(transactional_db, plant):
 def login(browser, asgi_server):
     contexts = []
 
-    def as_user(username, password="fleetops-demo"):
-        context = browser.new_context()
+    def as_user(username, password="fleetops-demo", **context_options):
+        """A logged-in page; `context_options` go to the browser context
+        (a phone's viewport, touch)."""
+        context = browser.new_context(**context_options)
         contexts.append(context)
         page = context.new_page()
         page.goto(f"{asgi_server}/login/")

@@ -8,30 +8,11 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def phone_login(browser, asgi_server):
-    contexts = []
-
-    def as_user(username, password="fleetops-demo"):
-        context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(f"{asgi_server}/login/")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{asgi_server}/")
-        return page
-
-    yield as_user
-    for context in contexts:
-        context.close()
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True}
 
 
-def test_on_a_phone_the_line_is_cards_with_nothing_off_screen_and_big_targets(
-    phone_login, asgi_server
-):
-    page = phone_login("operator1")
+def test_on_a_phone_the_line_is_cards_with_nothing_off_screen_and_big_targets(login, asgi_server):
+    page = login("operator1", **PHONE)
     page.goto(f"{asgi_server}/lines/01/")
     row = page.locator("#machine-row-m401")
     expect(row).to_be_visible()

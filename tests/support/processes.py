@@ -65,22 +65,27 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def daphne_server(port: int | None = None, **env):
-    port = port or free_port()
-    log = open(ROOT / "var" / f"daphne-{port}.log", "w")
+def _process(args: list[str], log_path: Path, env: dict):
+    """A child process of the project, its output in `log_path`, stopped
+    (TERM, then KILL) when the block ends."""
+    log = open(log_path, "w")
     proc = subprocess.Popen(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fleetops.asgi:application"],
-        cwd=ROOT,
-        env=child_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        args, cwd=ROOT, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}", proc
+        yield proc
     finally:
         stop(proc)
         log.close()
+
+
+@contextmanager
+def daphne_server(port: int | None = None, **env):
+    port = port or free_port()
+    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fleetops.asgi:application"]
+    with _process(args, ROOT / "var" / f"daphne-{port}.log", env) as proc:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}", proc
 
 
 @contextmanager
@@ -96,47 +101,15 @@ def celery_worker(*, purge: bool = True, **env):
             check=True,
             timeout=60,
         )
-    log = open(ROOT / "var" / "celery-worker.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "fleetops",
-            "worker",
-            "--pool",
-            "solo",
-            "--concurrency",
-            "1",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=child_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    args = [str(BIN / "celery"), "-A", "fleetops", "worker", "--pool", "solo"]
+    args += ["--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    with _process(args, ROOT / "var" / "celery-worker.log", env) as proc:
         yield proc
-    finally:
-        stop(proc)
-        log.close()
 
 
 @contextmanager
 def celery_beat(workdir: Path, **env):
     """A real beat process, its schedule file and log under `workdir`."""
-    log = open(workdir / "celery-beat.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "fleetops", "beat", "--schedule", str(workdir / "schedule")],
-        cwd=ROOT,
-        env=child_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    args = [str(BIN / "celery"), "-A", "fleetops", "beat", "--schedule", str(workdir / "schedule")]
+    with _process(args, workdir / "celery-beat.log", env) as proc:
         yield proc
-    finally:
-        stop(proc)
-        log.close()
