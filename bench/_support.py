@@ -1,5 +1,6 @@
 """Shared plumbing of the benchmarks: the services check, the dedicated
-database each benchmark creates and drops, daphne processes serving it,
+database each benchmark creates and drops, ASGI server processes (daphne,
+or uvicorn and granian for the live bench's comparison) serving it,
 sizes from the environment, percentiles and session cookies.
 
 Nothing here touches the `fleetops` or `test_*` databases: every benchmark
@@ -174,20 +175,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen, timeout: float, server: str = "daphne"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"daphne on port {port} exited with {proc.returncode}; "
-                f"see var/bench-daphne-{port}.log"
+                f"{server} on port {port} exited with {proc.returncode}; "
+                f"see var/bench-{server}-{port}.log"
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise TimeoutError(f"daphne: nothing listening on {port} after {timeout}s")
+    raise TimeoutError(f"{server}: nothing listening on {port} after {timeout}s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -209,10 +212,22 @@ def child_env(**extra) -> dict:
     return env
 
 
-def procfile_daphne_flags(process: str) -> tuple[str, ...]:
-    """The daphne flags deploy/Procfile gives `process`, less those the
-    bench sets itself (--bind, --port) and --proxy-headers (no proxy here),
-    so a bench measures the processes as production runs them."""
+APPLICATION = "fleetops.asgi:application"
+# The ASGI servers a bench can start, and the flags that put one on a host
+# and port (the bench picks both; the Procfile's own are dropped).
+ASGI_SERVERS = ("daphne", "uvicorn", "granian")
+_PLACEMENT_FLAGS = {"--bind", "-b", "--port", "-p", "--host", "-e", "--endpoint", "--backlog"}
+# Pending connections each server's listening socket holds by default: a
+# storm of connects past it has SYNs dropped and retried 1, 3, 7 s later.
+DEFAULT_BACKLOG = {"daphne": 50, "uvicorn": 2048, "granian": 1024}
+
+
+def procfile_server_flags(process: str) -> tuple[str, tuple[str, ...], int | None]:
+    """The ASGI server deploy/Procfile runs `process` with, its flags and
+    its listen backlog (None: the server's default), less the flags that
+    say where it listens (the bench picks that) and --proxy-headers (no
+    proxy here), so a bench measures the processes as production runs
+    them."""
     for line in (ROOT / "deploy" / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name == process:
@@ -220,40 +235,78 @@ def procfile_daphne_flags(process: str) -> tuple[str, ...]:
     else:
         raise BenchUnavailable(f"deploy/Procfile has no {process!r} process")
     words = shlex.split(command)
-    if not words or words[0] != "daphne":
-        raise BenchUnavailable(f"deploy/Procfile's {process!r} process is not daphne")
-    flags, at = [], 1
+    if not words or words[0] not in ASGI_SERVERS:
+        raise BenchUnavailable(
+            f"deploy/Procfile's {process!r} process is none of {', '.join(ASGI_SERVERS)}"
+        )
+    flags, backlog, at = [], None, 1
     while at < len(words) - 1:  # the last word is the application
-        if words[at] in ("--bind", "-b", "--port", "-p"):
+        word = words[at]
+        if word in _PLACEMENT_FLAGS:
+            backlog = _backlog_of(word, words[at + 1]) or backlog
             at += 2
             continue
-        if words[at] != "--proxy-headers":
-            flags.append(words[at])
+        if word != "--proxy-headers":
+            flags.append(word)
         at += 1
-    return tuple(flags)
+    return words[0], tuple(flags), backlog
+
+
+def _backlog_of(flag: str, value: str) -> int | None:
+    # daphne's `-e tcp:port=...:backlog=N` endpoint; uvicorn's and granian's --backlog.
+    if flag == "--backlog":
+        return int(value)
+    if flag in ("-e", "--endpoint"):
+        for part in value.split(":"):
+            if part.startswith("backlog="):
+                return int(part.removeprefix("backlog="))
+    return None
+
+
+def server_installed(server: str) -> bool:
+    return (BIN / server).exists()
+
+
+def _server_command(
+    server: str, port: int, args: tuple[str, ...], backlog: int | None = None
+) -> list[str]:
+    if server == "daphne":
+        where = ["-b", "127.0.0.1", "-p", str(port)]
+        if backlog is not None:  # Twisted's endpoint string is the only way to set it
+            where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    elif server in ("uvicorn", "granian"):
+        where = ["--host", "127.0.0.1", "--port", str(port)]
+        if backlog is not None:
+            where += ["--backlog", str(backlog)]
+    else:
+        raise BenchUnavailable(f"unknown ASGI server {server!r} (one of {ASGI_SERVERS})")
+    if not server_installed(server):
+        raise BenchUnavailable(f"{server} is not installed: `pip install -e '.[bench]'`")
+    return [str(BIN / server), *where, *args, APPLICATION]
 
 
 @contextmanager
-def daphne_servers(count: int, *, args: tuple[str, ...] = (), **env):
-    """`count` daphne processes on free ports serving the bench database;
-    yields their base URLs. Logs go to var/bench-daphne-<port>.log."""
+def asgi_servers(
+    count: int,
+    *,
+    server: str = "daphne",
+    args: tuple[str, ...] = (),
+    backlog: int | None = None,
+    **env,
+):
+    """`count` processes of `server` (daphne, uvicorn or granian) on free
+    ports serving the bench database, each listening with `backlog` (None:
+    the server's default); yields their base URLs. Logs go to
+    var/bench-<server>-<port>.log."""
     (ROOT / "var").mkdir(exist_ok=True)
     procs: list[tuple[subprocess.Popen, object]] = []
     urls = []
     try:
         for _ in range(count):
             port = free_port()
-            log = open(ROOT / "var" / f"bench-daphne-{port}.log", "w")
+            log = open(ROOT / "var" / f"bench-{server}-{port}.log", "w")
             proc = subprocess.Popen(
-                [
-                    str(BIN / "daphne"),
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    *args,
-                    "fleetops.asgi:application",
-                ],
+                _server_command(server, port, args, backlog),
                 cwd=ROOT,
                 env=child_env(**env),
                 stdout=log,
@@ -262,12 +315,17 @@ def daphne_servers(count: int, *, args: tuple[str, ...] = (), **env):
             procs.append((proc, log))
             urls.append((port, proc))
         for port, proc in urls:
-            _wait_for_port(port, proc, timeout=60)
+            _wait_for_port(port, proc, timeout=60, server=server)
         yield [f"http://127.0.0.1:{port}" for port, _ in urls]
     finally:
         for proc, log in procs:
             _stop(proc)
             log.close()
+
+
+def daphne_servers(count: int, *, args: tuple[str, ...] = (), **env):
+    """`count` daphne processes (see asgi_servers)."""
+    return asgi_servers(count, server="daphne", args=args, **env)
 
 
 @contextmanager
@@ -283,7 +341,7 @@ def python_server(module: str, *args: str, port: int):
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_port(port, proc, timeout=30)
+        _wait_for_port(port, proc, timeout=30, server=module)
         yield proc
     finally:
         _stop(proc)

@@ -1,30 +1,48 @@
 """Live dashboard on the services profile (PostgreSQL + Redis channel
-layer) with real daphne processes: change-to-socket latency at 200/500/1000
-sockets on `line:01` while the plant streams at 1 Hz, 1000 sockets
-connecting at once, bytes per delta and first-load page weight, all beside
-a bare `websockets` server sending the same bytes to as many clients.
+layer) with real ASGI server processes: change-to-socket latency at
+200/500/1000 sockets on `line:01` while the plant streams at 1 Hz, 1000
+sockets connecting at once, bytes per delta and first-load page weight, all
+beside a bare `websockets` server sending the same bytes to as many clients.
 
-The processes have deploy/Procfile's shape: `web` daphnes hold the sockets
-and serve the pages, an `ingest` daphne takes the plant stream's POSTs.
+The processes have deploy/Procfile's shape: `web` processes hold the
+sockets and serve the pages, an `ingest` process takes the plant stream's
+POSTs. The same application (fleetops.asgi:application) is measured under
+each server of BENCH_LIVE_SERVERS in turn, on the same plant, sockets and
+changes, and every server's figures stand beside the one bare run.
 
 Sizes (environment, defaults sized for `make bench` on 2 cores):
 
   BENCH_LIVE_LINES=10, BENCH_LIVE_MACHINES_PER_LINE=10, BENCH_LIVE_SENSORS=100
-  BENCH_LIVE_WORKERS=2            web daphne processes (sockets spread evenly)
-  BENCH_LIVE_INGEST_WORKERS=1     ingest daphne processes for the plant stream
-                                  (0: the stream posts to the web daphnes)
+  BENCH_LIVE_SERVERS              ASGI servers for the `web` processes, in order;
+                                  unset: the Procfile's, then the other installed
+                                  ones of daphne, uvicorn, granian
+  BENCH_LIVE_WORKERS=2            web processes per server (sockets spread evenly)
+  BENCH_LIVE_INGEST_WORKERS=1     ingest processes for the plant stream, as the
+                                  Procfile's `ingest` (0: the stream posts to web)
   BENCH_LIVE_SOCKETS=200,500,1000 socket counts (the largest also connects at once)
   BENCH_LIVE_CHANGES=60           changes measured per socket count
   BENCH_LIVE_CONNECT_TIMEOUT=60   s for all sockets to connect and get a snapshot
   BENCH_LIVE_LOAD_HZ=1            background plant stream (0 turns it off)
-  BENCH_LIVE_DAPHNE_ARGS         daphne flags; unset: deploy/Procfile's `web` flags
+  BENCH_LIVE_BUSY=0               cores kept busy by a spinning process while the
+                                  servers and the bare baseline are measured (the
+                                  "busy" mode: 1 on a 2-core machine)
+  BENCH_LIVE_DAPHNE_ARGS          daphne flags; unset: deploy/Procfile's `web` flags
                                   (--websocket_timeout -1 --websocket_connect_timeout 30),
                                   "" for daphne's defaults (a 5 s handshake timeout)
+  BENCH_LIVE_UVICORN_ARGS, BENCH_LIVE_GRANIAN_ARGS
+                                  the same for the others; unset: the Procfile's
+                                  when it runs that server, else EQUIVALENT_FLAGS
+  BENCH_LIVE_BACKLOG              listen backlog of every web process; unset: the
+                                  Procfile's (daphne: `-e tcp:...:backlog=N`) for
+                                  its server, each server's default for the others
+                                  (Twisted's 50 for daphne: a connect storm past it
+                                  has its SYNs dropped and retried seconds later)
 """
 
 import asyncio
 import gzip
 import json
+import os
 import random
 import re
 import shlex
@@ -35,37 +53,61 @@ import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import websockets
 from django.db import connections
 
 from bench._support import (
+    ASGI_SERVERS,
+    DEFAULT_BACKLOG,
     ROOT,
-    daphne_servers,
+    asgi_servers,
     env_float,
     env_int,
     fast_hashers,
     free_port,
     percentile,
-    procfile_daphne_flags,
+    procfile_server_flags,
     python_server,
+    server_installed,
     services_require,
     session_cookie_for,
 )
-from bench.report import Row, at_least_times, at_most, below
+from bench.report import Row, at_least_times, at_most, at_most_times, below
 
 TOPIC = "line:01"
 WAIT_DELIVERY_S = 10.0
 RAMP_CONCURRENCY = 16
 RAMP_LIMIT_S = 240.0
 CLOSE_TIMEOUT_S = 30.0
+# Each server's changes set the probe's speed from its own base, so no
+# server's first change repeats a value the last one left in the database.
+MARKER_BASE, MARKER_STRIDE = 8000, 2000
+
+# Flags that make a server other than the Procfile's behave as its `web`
+# daphne does: WebSockets through the `websockets` library (uvicorn), a
+# protocol ping every 20 s with 30 s to answer (daphne's defaults; granian
+# sends none), no per-message deflate (daphne offers none), no lifespan
+# events (Django's ASGI handler has none), no access log, and one process
+# per web slot (granian's --workers 1), as the Procfile runs daphne.
+EQUIVALENT_FLAGS = {
+    "daphne": ("--websocket_timeout", "-1", "--websocket_connect_timeout", "30"),
+    "uvicorn": (
+        "--ws", "websockets", "--ws-ping-interval", "20", "--ws-ping-timeout", "30",
+        "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
+        "--log-level", "warning",
+    ),
+    "granian": (
+        "--interface", "asginl", "--workers", "1", "--ws", "--no-access-log",
+        "--log-level", "warning",
+    ),
+}  # fmt: skip
 
 
 class Sizes:
     def __init__(self):
-        import os
-
         self.lines = env_int("BENCH_LIVE_LINES", 10)
         self.per_line = env_int("BENCH_LIVE_MACHINES_PER_LINE", 10)
         self.sensors = env_int("BENCH_LIVE_SENSORS", 100)
@@ -76,10 +118,29 @@ class Sizes:
         self.changes = env_int("BENCH_LIVE_CHANGES", 60)
         self.connect_timeout = env_float("BENCH_LIVE_CONNECT_TIMEOUT", 60)
         self.load_hz = env_float("BENCH_LIVE_LOAD_HZ", 1)
-        flags = os.environ.get("BENCH_LIVE_DAPHNE_ARGS")
-        self.daphne_args = (
-            procfile_daphne_flags("web") if flags is None else tuple(shlex.split(flags))
-        )
+        self.busy = env_int("BENCH_LIVE_BUSY", 0)
+        web_server, web_flags, web_backlog = procfile_server_flags("web")
+        self.ingest_server, self.ingest_args, self.ingest_backlog = procfile_server_flags("ingest")
+        backlog = os.environ.get("BENCH_LIVE_BACKLOG")
+        chosen = os.environ.get("BENCH_LIVE_SERVERS")
+        if chosen is None:
+            others = [s for s in ASGI_SERVERS if s != web_server and server_installed(s)]
+            self.servers = [web_server, *others]
+        else:
+            self.servers = [s.strip() for s in chosen.split(",") if s.strip()]
+        self.server_args, self.backlogs = {}, {}
+        for server in self.servers:
+            if backlog is not None:
+                self.backlogs[server] = int(backlog) if backlog.strip() else None
+            else:
+                self.backlogs[server] = web_backlog if server == web_server else None
+            flags = os.environ.get(f"BENCH_LIVE_{server.upper()}_ARGS")
+            if flags is not None:
+                self.server_args[server] = tuple(shlex.split(flags))
+            elif server == web_server:
+                self.server_args[server] = web_flags
+            else:
+                self.server_args[server] = EQUIVALENT_FLAGS.get(server, ())
 
 
 def run() -> list[Row]:
@@ -91,15 +152,25 @@ def run() -> list[Row]:
         setup = _setup(sizes)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-django")
         try:
-            processes = sizes.workers + sizes.ingest_workers
-            with daphne_servers(processes, args=sizes.daphne_args) as every_url:
-                urls, ingest_urls = every_url[: sizes.workers], every_url[sizes.workers :]
-                rows = asyncio.run(_bench(sizes, setup, urls, ingest_urls or urls, executor))
+            rows = asyncio.run(_bench(sizes, setup, executor))
         finally:
             executor.submit(connections.close_all).result(timeout=30)
             executor.shutdown()
             connections.close_all()
     return rows
+
+
+@contextmanager
+def _busy_cores(cores: int):
+    """The busy mode: `cores` processes spinning in pure Python, as another
+    program on the machine would, until the block ends."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
 
 
 # Setup
@@ -394,47 +465,57 @@ async def _measure(
 # -------------
 
 
-async def _bench(
-    sizes: Sizes, setup: Setup, urls: list[str], ingest_urls: list[str], executor
-) -> list[Row]:
+async def _bench(sizes: Sizes, setup: Setup, executor) -> list[Row]:
     loop = asyncio.get_running_loop()
 
     def sync(fn, *args):
         return loop.run_in_executor(executor, fn, *args)
 
-    rows: list[Row] = []
-    page_rows = await loop.run_in_executor(None, _page_weight, urls[0], setup.cookie)
     slug = setup.probe_code.replace(":", "")
     row_id = f"machine-row-{slug}"
-
-    # Bytes per delta, on a quiet plant: one socket, the probe changes alone.
-    snapshot_text, delta_text = await _capture_delta(urls[0], setup, row_id, sync)
-    snapshot = json.loads(snapshot_text)
-    delta_bytes = len(delta_text.encode())
-    snapshot_bytes = len(snapshot_text.encode())
-    rows.append(
-        Row(
-            f"delta on {TOPIC} for one changed machine (JSON text on the wire)",
-            delta_bytes,
-            "bytes",
-            "snapshot of the line view",
-            snapshot_bytes,
-            below(2_000),
-            higher_is_better=False,
-        )
-    )
-    rows += page_rows
-
-    stream = PlantStream(ingest_urls, setup, sizes.load_hz) if sizes.load_hz > 0 else None
-    if stream:
-        stream.start()
-        await asyncio.sleep(2)
-    try:
-        app = await _app_side(sizes, setup, urls, row_id, sync)
-    finally:
-        if stream:
-            await loop.run_in_executor(None, stream.finish)
+    rows: list[Row] = []
+    served: dict[str, dict] = {}
     fragments = ROOT / "var" / "bench-bare-fragments.json"
+    with _busy_cores(sizes.busy):
+        for i, server in enumerate(sizes.servers):
+            with ExitStack() as stack:
+                urls = stack.enter_context(
+                    asgi_servers(
+                        sizes.workers,
+                        server=server,
+                        args=sizes.server_args[server],
+                        backlog=sizes.backlogs[server],
+                    )
+                )
+                ingest_urls = urls
+                if sizes.ingest_workers:
+                    ingest_urls = stack.enter_context(
+                        asgi_servers(
+                            sizes.ingest_workers,
+                            server=sizes.ingest_server,
+                            args=sizes.ingest_args,
+                            backlog=sizes.ingest_backlog,
+                        )
+                    )
+                if i == 0:
+                    rows += await _page_and_delta(urls[0], setup, row_id, fragments, sync)
+                served[server] = await _served_side(
+                    sizes, setup, server, urls, ingest_urls, row_id, sync,
+                    marker_base=MARKER_BASE + i * MARKER_STRIDE,
+                )  # fmt: skip
+        bare = await _bare_side(sizes, fragments)
+    for server in sizes.servers:
+        rows += _server_rows(sizes, server, served[server], bare)
+    return rows
+
+
+async def _page_and_delta(url: str, setup: Setup, row_id: str, fragments: Path, sync):
+    """Page weight and bytes per delta, on a quiet plant (one socket, the
+    probe changes alone); writes the bare server's fragments."""
+    loop = asyncio.get_running_loop()
+    page_rows = await loop.run_in_executor(None, _page_weight, url, setup.cookie)
+    snapshot_text, delta_text = await _capture_delta(url, setup, row_id, sync)
+    snapshot = json.loads(snapshot_text)
     fragments.write_text(
         json.dumps(
             {
@@ -444,50 +525,98 @@ async def _bench(
             }
         )
     )
-    bare = await _bare_side(sizes, fragments)
-    into = f"{sizes.ingest_workers} ingest daphne" if sizes.ingest_workers else "the same daphne"
-    load = (
+    delta_row = Row(
+        f"delta on {TOPIC} for one changed machine (JSON text on the wire)",
+        len(delta_text.encode()),
+        "bytes",
+        "snapshot of the line view",
+        len(snapshot_text.encode()),
+        below(2_000),
+        higher_is_better=False,
+    )
+    return [delta_row, *page_rows]
+
+
+async def _served_side(
+    sizes: Sizes,
+    setup: Setup,
+    server: str,
+    urls: list[str],
+    ingest_urls: list[str],
+    row_id: str,
+    sync,
+    *,
+    marker_base: int,
+) -> dict:
+    """The application's side under one server, the plant streaming."""
+    loop = asyncio.get_running_loop()
+    stream = PlantStream(ingest_urls, setup, sizes.load_hz) if sizes.load_hz > 0 else None
+    if stream:
+        stream.start()
+        await asyncio.sleep(2)
+    try:
+        app = await _app_side(sizes, setup, server, urls, row_id, sync, marker_base)
+    finally:
+        if stream:
+            await loop.run_in_executor(None, stream.finish)
+    if sizes.ingest_workers:
+        into = f"{sizes.ingest_workers} ingest {sizes.ingest_server}"
+    else:
+        into = f"the same {server}"
+    app["load"] = (
         f"plant streaming at {sizes.load_hz:g} Hz into {into} ({stream.sent} batches, "
         f"{stream.failed} failed)"
         if stream
         else "no background stream"
     )
+    return app
+
+
+def _server_rows(sizes: Sizes, server: str, app: dict, bare: dict) -> list[Row]:
+    """One server's figures, each beside the same run's bare broadcast;
+    the issue's targets apply at the largest socket count."""
     n_max = sizes.counts[-1]
     app_connect, bare_connect = app["connect"], bare["connect"]
-    rows.append(
+    flags = " ".join(sizes.server_args[server]) or "default flags"
+    backlog = sizes.backlogs[server] or DEFAULT_BACKLOG.get(server)
+    flags += f"; listen backlog {backlog}"
+    busy = f"; {sizes.busy} core(s) kept busy" if sizes.busy else ""
+    rows = [
         Row(
-            f"{n_max} sockets connecting at once to {sizes.workers} daphne "
-            f"({' '.join(sizes.daphne_args) or 'default flags'}): all connected "
-            f"and snapshotted ({_errors(app_connect[2])}; {app_connect[3]:,} deltas reached "
-            f"the sockets meanwhile; {load}; for the latency figures the failed ones were "
-            f"reopened {RAMP_CONCURRENCY} at a time: {app['ramp']:.0f} s)",
+            f"{server}: {n_max} sockets connecting at once to {sizes.workers} {server} "
+            f"({flags}): all connected and snapshotted ({_errors(app_connect[2])}; "
+            f"{app_connect[3]:,} deltas reached the sockets meanwhile; {app['load']}{busy}; "
+            f"for the latency figures the failed ones were reopened {RAMP_CONCURRENCY} at "
+            f"a time: {app['ramp']:.0f} s)",
             app_connect[1],
             "s",
             f"bare websockets ({_errors(bare_connect[2])})",
             bare_connect[1],
+            at_most_times(3, bare_connect[1], "bare"),
             higher_is_better=False,
-        )
-    )
-    rows.append(
+        ),
         Row(
-            f"{n_max} sockets connecting at once: connections refused or timed out",
+            f"{server}: {n_max} sockets connecting at once: connections refused or timed out",
             sum(app_connect[2].values()),
             "errors",
             "bare websockets",
             sum(bare_connect[2].values()),
             at_most(0),
             higher_is_better=False,
-        )
-    )
+        ),
+    ]
     for count in sorted(app["samples"]):
         a, b = app["samples"][count], bare["samples"][count]
         bare_rate = statistics.median(b.rates) if b.rates else None
+        bare_fanout = percentile(b.fanout, 99)
         closed = app["closed"].get(count, {})
         n = f"{a.sockets}" if a.sockets == b.sockets else f"{a.sockets} ({b.sockets} bare)"
+        at_max = count == n_max
         rows += [
             Row(
-                f"{n} sockets: commit+announce -> delta at socket p50 (incl. <= 1 s coalescing; "
-                f"{len(a.e2e)} deliveries, {a.missing} missing, server closed: {closed or 0})",
+                f"{server}: {n} sockets: commit+announce -> delta at socket p50 (incl. <= 1 s "
+                f"coalescing; {len(a.e2e)} deliveries, {a.missing} missing, server closed: "
+                f"{closed or 0})",
                 percentile(a.e2e, 50),
                 "ms",
                 "bare broadcast p50",
@@ -495,25 +624,26 @@ async def _bench(
                 higher_is_better=False,
             ),
             Row(
-                f"{n} sockets: commit+announce -> delta at socket p99",
+                f"{server}: {n} sockets: commit+announce -> delta at socket p99",
                 percentile(a.e2e, 99),
                 "ms",
                 "bare broadcast p99",
                 percentile(b.e2e, 99),
-                below(1_100, "1 s period + 100 ms") if count == n_max else None,
+                at_most(1_100, "1 s period + 100 ms") if at_max else None,
                 higher_is_better=False,
             ),
             Row(
-                f"{n} sockets: fan-out only (delta built -> at socket) p99",
+                f"{server}: {n} sockets: fan-out only (delta built -> at socket) p99",
                 percentile(a.fanout, 99),
                 "ms",
                 "bare broadcast p99",
-                percentile(b.fanout, 99),
+                bare_fanout,
+                at_most_times(2, bare_fanout, "bare") if at_max else None,
                 higher_is_better=False,
             ),
             Row(
-                f"{n} sockets: delivered messages/s while fanning one delta out (median of "
-                f"{len(a.rates)})",
+                f"{server}: {n} sockets: delivered messages/s while fanning one delta out "
+                f"(median of {len(a.rates)})",
                 statistics.median(a.rates) if a.rates else 0.0,
                 "msg/s",
                 f"bare websockets ({b.missing} missing)",
@@ -535,7 +665,7 @@ async def _capture_delta(url: str, setup: Setup, row_id: str, sync) -> tuple[str
     probe = Probe()
     (client,), _s, errors = await _connect_all(1, [url], setup.cookie, 30, probe)
     if errors:
-        raise RuntimeError(f"could not open a socket to daphne: {dict(errors)}")
+        raise RuntimeError(f"could not open a socket to the server: {dict(errors)}")
     texts = []
     try:
         for k in range(3):
@@ -548,14 +678,16 @@ async def _capture_delta(url: str, setup: Setup, row_id: str, sync) -> tuple[str
     return client.snapshot.result(), sorted(texts, key=len)[len(texts) // 2]
 
 
-async def _app_side(sizes: Sizes, setup: Setup, urls: list[str], row_id: str, sync) -> dict:
+async def _app_side(
+    sizes: Sizes, setup: Setup, server: str, urls: list[str], row_id: str, sync, marker_base: int
+) -> dict:
     n_max = sizes.counts[-1]
     probe = Probe()
     clients, elapsed, errors = await _connect_all(
         n_max, urls, setup.cookie, sizes.connect_timeout, probe
     )
     print(
-        f"  daphne: {len(clients)}/{n_max} sockets connected at once in {elapsed:.1f} s "
+        f"  {server}: {len(clients)}/{n_max} sockets connected at once in {elapsed:.1f} s "
         f"(errors {dict(errors)})",
         flush=True,
     )
@@ -573,12 +705,11 @@ async def _app_side(sizes: Sizes, setup: Setup, urls: list[str], row_id: str, sy
     clients = kept + more
     clients = [c for c in clients if c.active]
     print(
-        f"  daphne: {len(clients)}/{n_max} sockets after opening {len(missing)} more, "
+        f"  {server}: {len(clients)}/{n_max} sockets after opening {len(missing)} more, "
         f"{RAMP_CONCURRENCY} at a time, in {ramp_s:.1f} s",
         flush=True,
     )
     samples, closed = {}, {}
-    marker_base = 8000
 
     async def trigger(k):
         return await sync(_probe_change, setup.probe_id, marker_base + k)
@@ -600,7 +731,7 @@ async def _app_side(sizes: Sizes, setup: Setup, urls: list[str], row_id: str, sy
             marker_base += sizes.changes
             s = samples[n]
             print(
-                f"  daphne {n} sockets: e2e p99 {percentile(s.e2e, 99):.0f} ms, "
+                f"  {server} {n} sockets: e2e p99 {percentile(s.e2e, 99):.0f} ms, "
                 f"missing {s.missing}, closed {closed[n]}",
                 flush=True,
             )

@@ -60,6 +60,13 @@ def at_least_times(factor: float, baseline: float | None, name: str) -> Target |
     return Target(">=", factor * baseline, f"{factor:g}x {name}")
 
 
+def at_most_times(factor: float, baseline: float | None, name: str) -> Target | None:
+    """At most `factor` times the same run's baseline; none without one."""
+    if baseline is None or not math.isfinite(baseline):
+        return None
+    return Target("<=", factor * baseline, f"{factor:g}x {name}")
+
+
 @dataclass
 class Row:
     """One measured figure beside the baseline measured in the same run."""
