@@ -381,7 +381,9 @@ async def _reader(client: Client, probe: Probe) -> None:
         async for text in ws:
             arrived = time.time()
             if text.startswith('{"type":"ping"'):
-                await ws.send(json.dumps({"type": "pong", "ts": round(arrived, 3)}))
+                # Echo the ping's ts, as the page does: it proves everything
+                # sent before the ping was read (LIVE_UNREAD_LIMIT).
+                await ws.send(json.dumps({"type": "pong", "ts": json.loads(text)["ts"]}))
                 continue
             if not client.snapshot.done():
                 if text.startswith('{"type":"snapshot"'):
