@@ -39,64 +39,78 @@ def _removed(fields) -> dict:
     return dict.fromkeys(fields)
 
 
-def status_save(*, status: MachineStatus, actor, host: str = "") -> None:
+def _audited_save(row, fields, *, kind: str, subject: str, actor, host: str, **where) -> None:
+    """Save `row` with one event per audited field that changed
+    (`<kind>_add` / `<kind>_change`); `where` places the event (a machine)."""
     with transaction.atomic():
-        before = _stored(status, STATUS_AUDITED)
-        action = "status_change" if status.pk else "status_add"
-        status.save()
+        before = _stored(row, fields)
+        action = f"{kind}_change" if row.pk else f"{kind}_add"
+        row.save()
         audit_record_changes(
             action=action,
             before=before,
-            after=_values(status, STATUS_AUDITED),
-            subject=status.code,
+            after=_values(row, fields),
+            subject=subject,
             actor=actor,
             host=host,
+            **where,
         )
+
+
+def _no_place(row) -> dict:
+    return {}
+
+
+def _audited_delete(rows, fields, *, kind: str, subject, actor, host: str, where=_no_place) -> None:
+    """Delete `rows`, each with its audited fields recorded as removed."""
+    with transaction.atomic():
+        for row in rows:
+            audit_record_changes(
+                action=f"{kind}_remove",
+                before=_values(row, fields),
+                after=_removed(fields),
+                subject=subject(row),
+                actor=actor,
+                host=host,
+                **where(row),
+            )
+            row.delete()
+
+
+def status_save(*, status: MachineStatus, actor, host: str = "") -> None:
+    _audited_save(
+        status, STATUS_AUDITED, kind="status", subject=status.code, actor=actor, host=host
+    )
 
 
 def status_delete(*, statuses, actor, host: str = "") -> None:
-    with transaction.atomic():
-        for status in statuses:
-            audit_record_changes(
-                action="status_remove",
-                before=_values(status, STATUS_AUDITED),
-                after=_removed(STATUS_AUDITED),
-                subject=status.code,
-                actor=actor,
-                host=host,
-            )
-            status.delete()
+    _audited_delete(
+        statuses, STATUS_AUDITED, kind="status", subject=lambda s: s.code, actor=actor, host=host
+    )
 
 
 def sensor_save(*, sensor: Sensor, actor, host: str = "") -> None:
-    with transaction.atomic():
-        before = _stored(sensor, SENSOR_AUDITED)
-        action = "sensor_change" if sensor.pk else "sensor_add"
-        sensor.save()
-        audit_record_changes(
-            action=action,
-            before=before,
-            after=_values(sensor, SENSOR_AUDITED),
-            subject=sensor.key,
-            machine=sensor.machine,
-            actor=actor,
-            host=host,
-        )
+    _audited_save(
+        sensor,
+        SENSOR_AUDITED,
+        kind="sensor",
+        subject=sensor.key,
+        machine=sensor.machine,
+        actor=actor,
+        host=host,
+    )
 
 
 def sensor_delete(*, sensors, actor, host: str = "") -> None:
-    with transaction.atomic():
-        for sensor in sensors:
-            audit_record_changes(
-                action="sensor_remove",
-                before=_values(sensor, SENSOR_AUDITED),
-                after=_removed(SENSOR_AUDITED),
-                subject=sensor.key,
-                machine=sensor.machine,
-                actor=actor,
-                host=host,
-            )
-            sensor.delete()
+    _audited_delete(
+        sensors,
+        SENSOR_AUDITED,
+        kind="sensor",
+        subject=lambda s: s.key,
+        where=lambda s: {"machine": s.machine},
+        actor=actor,
+        host=host,
+    )
 
 
 def _membership_audit(action: str, *, before, after, actor, host: str) -> None:

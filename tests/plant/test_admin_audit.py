@@ -284,3 +284,14 @@ def test_a_machines_reported_truth_cannot_be_edited_on_its_admin_page(admin_sess
     admin_session.post(url, data | {"status": "RUNNING", "speed": "1200"})
     machine.refresh_from_db()
     assert (machine.status_id, machine.speed) == ("IDLE", None)
+
+
+def test_deleting_a_status_audits_its_critical_flag_as_removed(admin_user, plant):
+    from apps.plant import changes
+
+    status = MachineStatus.objects.create(code="TEST_HOLD", label="Hold", is_critical=True)
+    changes.status_delete(statuses=[status], actor=admin_user, host="10.1.1.1")
+    assert events(action="status_remove") == [
+        ("status_remove", "TEST_HOLD.is_critical", "True", "", "admin", "10.1.1.1")
+    ]
+    assert not MachineStatus.objects.filter(code="TEST_HOLD").exists()
